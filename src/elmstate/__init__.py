@@ -1,0 +1,46 @@
+"""elmstate: the Elm architecture (model, update, view, commands) for event-driven Python.
+
+Three run modes share one tick loop: :func:`run` loops forever, :func:`batch`
+runs until its input is exhausted and drained, :func:`aggregate` is a batch whose
+model is loaded from and saved to a key-value store. The hot path is compiled
+(Cython) when available; ``elmstate.compiled`` tells which core is live.
+"""
+
+from ._backend import compiled, core
+from ._errors import Canceled, Closed, DeadlineExceeded, Lagged, NothingUncommitted
+from .aggregate import aggregate
+from .commands import new_command, tag
+from .stores import MemoryStore, SQLiteStore
+
+Context = core.Context
+Buffer = core.Buffer
+BufferConsumer = core.BufferConsumer
+CleanerNotification = core.CleanerNotification
+default_cleaner = core.default_cleaner
+fixed_buffer_cleaner = core.fixed_buffer_cleaner
+run = core.run
+batch = core.batch
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Buffer",
+    "BufferConsumer",
+    "Canceled",
+    "CleanerNotification",
+    "Closed",
+    "Context",
+    "DeadlineExceeded",
+    "Lagged",
+    "MemoryStore",
+    "NothingUncommitted",
+    "SQLiteStore",
+    "aggregate",
+    "batch",
+    "compiled",
+    "default_cleaner",
+    "fixed_buffer_cleaner",
+    "new_command",
+    "run",
+    "tag",
+]

@@ -1,0 +1,721 @@
+"""The pure-Python core: the reference for the semantics in SPEC.md.
+
+``_core.pyx`` mirrors this module name for name and branch for branch; a change to
+one lands in the other in the same commit. Read this file to learn what the
+compiled core does.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from typing import (
+    Any,
+    Callable,
+    Iterable,
+    NamedTuple,
+    NoReturn,
+    Optional,
+    Protocol,
+    Sequence,
+    Tuple,
+)
+
+from . import _timer
+from . import _validate as check
+from ._errors import Canceled, Closed, DeadlineExceeded, Lagged, NothingUncommitted
+
+Command = Optional[Iterable[Optional[Callable[[], Any]]]]
+Transform = Callable[[Any], Tuple[Any, Command]]
+
+
+class Producer(Protocol):
+    def put(self, ctx: Context | None, *values: Any) -> None: ...
+
+
+class Consumer(Protocol):
+    def get(self, ctx: Context | None) -> Any: ...
+    def commit(self) -> None: ...
+    def rollback(self) -> None: ...
+
+
+# --------------------------------------------------------------------------- Context
+
+
+class Context:
+    """A thread-safe cancellation scope, in the spirit of Go's ``context.Context``."""
+
+    __slots__ = (
+        "_lock",
+        "_done",
+        "_err",
+        "_callbacks",
+        "_event",
+        "_parent",
+        "_parent_token",
+        "_timer",
+        "__weakref__",
+    )
+
+    def __init__(self, parent: Context | None = None, *, timeout: float | None = None) -> None:
+        if parent is not None and not isinstance(parent, Context):
+            raise TypeError(f"parent must be a Context or None, got {type(parent).__name__}")
+        seconds = None if timeout is None else check.seconds_arg("timeout", timeout)
+        self._lock = threading.Lock()
+        self._done = False
+        self._err: Canceled | None = None
+        self._callbacks: dict[int, Callable[[Canceled], object]] = {}  # run once, at the end
+        self._event: threading.Event | None = None
+        self._parent: Context | None = None
+        self._parent_token = 0
+        self._timer: int | None = None
+        if parent is not None:
+            token = parent._on_done(_ChildLink(weakref.ref(self)))
+            if token == 0:
+                self._finish(_same_kind(parent._err))
+                return
+            self._parent = parent
+            self._parent_token = token
+        if seconds is not None:
+            if seconds == 0:
+                self._finish(DeadlineExceeded("context deadline exceeded"))
+            else:
+                self._timer = _timer.schedule(seconds, _Expire(weakref.ref(self)))
+
+    @property
+    def done(self) -> bool:
+        """True once the context has ended."""
+        return self._done
+
+    @property
+    def err(self) -> Canceled | None:
+        """``None`` while running, then a :class:`Canceled` (or :class:`DeadlineExceeded`)."""
+        return self._err
+
+    def cancel(self) -> None:
+        """End the context and every child of it; idempotent."""
+        self._finish(Canceled("context canceled"))
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the context ends (True) or ``timeout`` seconds pass (False)."""
+        seconds = None if timeout is None else check.seconds_arg("timeout", timeout)
+        if self._done:
+            return True
+        with self._lock:
+            if self._done:
+                return True
+            if self._event is None:
+                self._event = threading.Event()
+            event = self._event
+        return event.wait(seconds)
+
+    def __repr__(self) -> str:
+        state = "running" if not self._done else type(self._err).__name__
+        return f"<elmstate.Context {state}>"
+
+    def __del__(self) -> None:
+        parent = self._parent
+        if parent is not None:
+            parent._off_done(self._parent_token)
+
+    # Internal: callbacks run (outside the lock) when the context ends.
+
+    def _on_done(self, fn: Callable[[Canceled], object]) -> int:
+        """Register ``fn(err)``; returns a token for :meth:`_off_done`, or 0 if already ended."""
+        with self._lock:
+            if self._done:
+                return 0
+            token = _next_token()
+            self._callbacks[token] = fn
+            return token
+
+    def _off_done(self, token: int) -> None:
+        with self._lock:
+            self._callbacks.pop(token, None)
+
+    def _finish(self, err: Canceled) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self._err = err
+            self._done = True  # after _err: lock-free readers check _done first
+            callbacks = list(self._callbacks.values())
+            self._callbacks.clear()
+            event = self._event
+        if self._timer is not None:
+            _timer.cancel(self._timer)
+        parent = self._parent
+        if parent is not None:
+            self._parent = None
+            parent._off_done(self._parent_token)
+        if event is not None:
+            event.set()
+        for fn in callbacks:
+            fn(err)
+
+
+_tokens = iter(range(1, 1 << 62))
+_next_token = _tokens.__next__  # atomic under the GIL
+
+
+def _same_kind(err: Canceled | None) -> Canceled:
+    kind = type(err) if err is not None else Canceled
+    return kind(*(err.args if err is not None else ("context canceled",)))
+
+
+class _ChildLink:
+    """Held by a parent: cancels the child without keeping it alive."""
+
+    __slots__ = ("child",)
+
+    def __init__(self, child: weakref.ref[Context]) -> None:
+        self.child = child
+
+    def __call__(self, err: Canceled) -> None:
+        child = self.child()
+        if child is not None:
+            child._finish(_same_kind(err))
+
+
+class _Expire:
+    __slots__ = ("ctx",)
+
+    def __init__(self, ctx: weakref.ref[Context]) -> None:
+        self.ctx = ctx
+
+    def __call__(self) -> None:
+        ctx = self.ctx()
+        if ctx is not None:
+            ctx._finish(DeadlineExceeded("context deadline exceeded"))
+
+
+def _context_arg(ctx: Any) -> Context:
+    if ctx is None:
+        return Context()
+    if not isinstance(ctx, Context):
+        raise TypeError(f"ctx must be an elmstate.Context or None, got {type(ctx).__name__}")
+    return ctx
+
+
+# --------------------------------------------------------------------------- cleaners
+
+
+def default_cleaner(size: int, offsets: Sequence[int]) -> int:
+    """Drop what every open consumer has committed past; nothing without consumers."""
+    if not offsets:
+        return 0
+    return max(0, min(min(offsets), size))
+
+
+class CleanerNotification(NamedTuple):
+    """What :func:`fixed_buffer_cleaner` passes to its callback when it trims."""
+
+    max: int
+    target: int
+    size: int
+    offsets: Sequence[int]
+    trim: int
+
+
+def fixed_buffer_cleaner(
+    max: int, target: int, callback: Callable[[CleanerNotification], object] | None = None
+) -> Callable[[int, Sequence[int]], int]:
+    """A cleaner that trims the buffer back to ``target`` whenever it exceeds ``max``.
+
+    Consumers whose unread messages are trimmed get :class:`Lagged` on their next get.
+    """
+    for name, value in (("max", max), ("target", target)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if target < 0 or max < target:
+        raise ValueError(f"need 0 <= target <= max, got max={max!r}, target={target!r}")
+    check.optional_callable_arg("callback", callback)
+
+    def cleaner(size: int, offsets: Sequence[int]) -> int:
+        if size <= max:
+            return 0
+        trim = size - target
+        if callback is not None:
+            callback(CleanerNotification(max, target, size, list(offsets), trim))
+        return trim
+
+    return cleaner
+
+
+def _trim_count(n: Any, size: int) -> int:
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"cleaner must return an int, got {type(n).__name__}")
+    return n if n < size else size
+
+
+# --------------------------------------------------------------------------- Buffer
+
+
+class Buffer:
+    """A thread-safe, one-to-many, unbounded FIFO with per-consumer offsets."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._items: list[Any] = []
+        self._start = 0  # absolute index of _items[0]
+        self._consumers: weakref.WeakSet[BufferConsumer] = weakref.WeakSet()
+        self._closed = False
+        self._close_cause: BaseException | None = None
+        self._waiters = 0
+        self._cleaner: Callable[[int, Sequence[int]], int] = default_cleaner
+        self._cooldown = 0.01
+        self._clean_pending = False
+        self._last_clean = 0.0
+
+    def put(self, ctx: Context | None, *values: Any) -> None:
+        """Append ``values`` in order; never blocks."""
+        if ctx is not None:
+            if not isinstance(ctx, Context):
+                raise TypeError(f"ctx must be an elmstate.Context or None, got {type(ctx).__name__}")
+            if ctx._done:
+                raise ctx._err  # type: ignore[misc]
+        with self._lock:
+            if self._closed:
+                raise self._closed_error()
+            self._items.extend(values)
+            if self._waiters:
+                self._cond.notify_all()
+            dropped = self._maybe_clean()
+        del dropped
+
+    def new_consumer(self) -> BufferConsumer:
+        """A consumer reading from the oldest message the buffer still holds."""
+        with self._lock:
+            if self._closed:
+                raise self._closed_error()
+            consumer = BufferConsumer(self, self._start)
+            self._consumers.add(consumer)
+            return consumer
+
+    def set_cleaner(
+        self, cleaner: Callable[[int, Sequence[int]], int], cooldown: float = 0.01
+    ) -> None:
+        """Install ``cleaner``, run at most once per ``cooldown`` seconds."""
+        check.callable_arg("cleaner", cleaner)
+        seconds = check.seconds_arg("cooldown", cooldown)
+        with self._lock:
+            self._cleaner = cleaner
+            self._cooldown = seconds
+            dropped = self._maybe_clean()
+        del dropped
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def slice(self) -> list[Any]:
+        """A copy of the messages held, oldest first."""
+        with self._lock:
+            return list(self._items)
+
+    def diff(self, consumer: BufferConsumer) -> int:
+        """How many held messages ``consumer`` has not read yet."""
+        if not isinstance(consumer, BufferConsumer) or consumer._buffer is not self:
+            raise ValueError("consumer must be a consumer of this buffer")
+        with self._lock:
+            unread = self._start + len(self._items) - consumer._read
+            return unread if unread < len(self._items) else len(self._items)
+
+    def close(self) -> None:
+        """End the buffer: puts raise Closed, blocked gets wake with Closed; idempotent."""
+        with self._lock:
+            self._close(None)
+
+    def __enter__(self) -> Buffer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # Internal; every method below runs with self._lock held.
+
+    def _close(self, cause: BaseException | None) -> None:
+        if not self._closed:
+            self._closed = True
+            self._close_cause = cause
+            self._cond.notify_all()
+
+    def _closed_error(self) -> Closed:
+        if self._close_cause is None:
+            return Closed("buffer closed")
+        error = Closed(f"buffer closed: its cleaner raised {self._close_cause!r}")
+        error.__cause__ = self._close_cause
+        return error
+
+    def _maybe_clean(self) -> list[Any] | None:
+        """Run or schedule the cleaner; returns dropped messages to release unlocked."""
+        if self._clean_pending or self._closed:
+            return None
+        delay = self._last_clean + self._cooldown - time.monotonic()
+        if delay <= 0:
+            return self._clean()
+        self._clean_pending = True
+        _timer.schedule(delay, _CleanLater(weakref.ref(self)))
+        return None
+
+    def _clean(self) -> list[Any] | None:
+        self._clean_pending = False
+        self._last_clean = time.monotonic()
+        if self._closed:
+            return None
+        start = self._start
+        offsets = [c._committed - start for c in self._consumers if not c._closed]
+        try:
+            n = _trim_count(self._cleaner(len(self._items), offsets), len(self._items))
+        except Exception as exc:  # the cleaner is user code run off-thread: surface it
+            self._close(exc)
+            return None
+        if n <= 0:
+            return None
+        dropped = self._items[:n]
+        del self._items[:n]
+        self._start += n
+        if self._waiters:
+            self._cond.notify_all()  # a lagging consumer must wake up to learn it
+        return dropped
+
+
+class _CleanLater:
+    __slots__ = ("buffer",)
+
+    def __init__(self, buffer: weakref.ref[Buffer]) -> None:
+        self.buffer = buffer
+
+    def __call__(self) -> None:
+        buffer = self.buffer()
+        if buffer is None:
+            return
+        with buffer._lock:
+            dropped = buffer._clean()
+        del dropped
+
+
+class _Waker:
+    """Registered on a ctx while a get waits, so a cancel wakes it at once."""
+
+    __slots__ = ("cond",)
+
+    def __init__(self, cond: threading.Condition) -> None:
+        self.cond = cond
+
+    def __call__(self, err: Canceled) -> None:
+        with self.cond:
+            self.cond.notify_all()
+
+
+class BufferConsumer:
+    """One reader of a :class:`Buffer`, with its own read and committed positions."""
+
+    __slots__ = ("_buffer", "_read", "_committed", "_closed", "__weakref__")
+
+    def __init__(self, buffer: Buffer, start: int) -> None:
+        self._buffer = buffer
+        self._read = start  # absolute index of the next message to read
+        self._committed = start
+        self._closed = False
+
+    def get(self, ctx: Context | None = None) -> Any:
+        """The next message, blocking until one is put, ``ctx`` ends or a close."""
+        if ctx is not None and not isinstance(ctx, Context):
+            raise TypeError(f"ctx must be an elmstate.Context or None, got {type(ctx).__name__}")
+        buffer = self._buffer
+        token = 0
+        with buffer._lock:
+            try:
+                while True:
+                    if self._closed:
+                        raise Closed("consumer closed")
+                    if buffer._closed:
+                        raise buffer._closed_error()
+                    if ctx is not None and ctx._done:
+                        raise ctx._err  # type: ignore[misc]
+                    index = self._read - buffer._start
+                    if index < 0:
+                        raise Lagged(
+                            f"the cleaner dropped {-index} message(s) this consumer had not read"
+                        )
+                    if index < len(buffer._items):
+                        self._read += 1
+                        return buffer._items[index]
+                    if ctx is not None and token == 0:
+                        token = ctx._on_done(_Waker(buffer._cond))
+                        continue  # 0 means ctx ended meanwhile: the check above raises
+                    buffer._waiters += 1
+                    try:
+                        buffer._cond.wait()
+                    finally:
+                        buffer._waiters -= 1
+            finally:
+                if token:
+                    ctx._off_done(token)  # type: ignore[union-attr]
+
+    def commit(self) -> None:
+        """Make the reads since the last commit permanent."""
+        buffer = self._buffer
+        with buffer._lock:
+            self._check_uncommitted("commit")
+            self._committed = self._read
+            dropped = buffer._maybe_clean()
+        del dropped
+
+    def rollback(self) -> None:
+        """Return to the last commit: the same messages are read again."""
+        with self._buffer._lock:
+            self._check_uncommitted("rollback")
+            self._read = self._committed
+
+    def close(self) -> None:
+        """Detach from the buffer; a blocked get wakes with Closed; idempotent."""
+        buffer = self._buffer
+        with buffer._lock:
+            if self._closed:
+                return
+            self._closed = True
+            buffer._consumers.discard(self)
+            buffer._cond.notify_all()
+            dropped = buffer._maybe_clean()
+        del dropped
+
+    def __enter__(self) -> BufferConsumer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _check_uncommitted(self, what: str) -> None:
+        if self._closed:
+            raise Closed("consumer closed")
+        if self._read == self._committed:
+            raise NothingUncommitted(f"{what}: nothing uncommitted")
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+class _Program:
+    """A program's state and one tick's logic, apart from where messages come from.
+
+    ``start`` is the first tick, ``step`` any later one; waiting for the next
+    message is the driver's business, so an asyncio driver can reuse this as is.
+    """
+
+    __slots__ = ("init", "update", "view", "put", "replay", "model")
+
+    def __init__(
+        self,
+        init: Callable[[], tuple[Any, Command]],
+        update: Callable[[Any], Transform | None],
+        view: Callable[[Any], object],
+        producer: Producer,
+        replay: Callable[[], bool] | None,
+    ) -> None:
+        self.init = init
+        self.update = update
+        self.view = view
+        self.put = producer.put
+        self.replay = replay
+        self.model: Any = None
+
+    def start(self, ctx: Context) -> None:
+        self.model, command = check.pair("init", self.init(), "(model, command)")
+        self.view(self.model)
+        self._dispatch(ctx, command)
+
+    def step(self, ctx: Context, message: Any) -> None:
+        command = None
+        if message is not None:
+            transform = self.update(message)
+            if transform is not None:
+                if not callable(transform):
+                    raise check.not_transform(transform)
+                self.model, command = check.pair(
+                    "transform", transform(self.model), "(model, command)"
+                )
+        self.view(self.model)
+        self._dispatch(ctx, command)
+
+    def _dispatch(self, ctx: Context, command: Command) -> None:
+        replay = self.replay
+        if command is None or (replay is not None and replay()):
+            self.put(ctx)
+            return
+        try:
+            entries = iter(command)
+        except TypeError:
+            raise check.not_iterable(command) from None
+        messages = []
+        for entry in entries:
+            if entry is not None:
+                if not callable(entry):
+                    raise check.not_callable_entry(entry)
+                message = entry()
+                if message is not None:
+                    messages.append(message)
+        self.put(ctx, *messages)
+
+
+def _check_run_args(init: Any, update: Any, view: Any, producer: Any, consumer: Any,
+                    replay: Any) -> None:
+    check.callable_arg("init", init)
+    check.callable_arg("update", update)
+    check.callable_arg("view", view)
+    check.producer_arg(producer)
+    check.consumer_arg(consumer)
+    check.optional_callable_arg("replay", replay)
+
+
+def _loop(program: _Program, consumer: Consumer, ctx: Context) -> NoReturn:
+    if ctx._done:
+        raise ctx._err  # type: ignore[misc]
+    program.start(ctx)
+    get, commit = consumer.get, consumer.commit
+    while True:
+        if ctx._done:
+            raise ctx._err  # type: ignore[misc]
+        try:
+            program.step(ctx, get(ctx))
+            commit()
+        except BaseException:
+            _quiet_rollback(consumer)
+            raise
+
+
+def _quiet_rollback(consumer: Consumer) -> None:
+    try:
+        consumer.rollback()
+    except Exception:
+        pass  # the tick's own error is the one to report
+
+
+def run(
+    init: Callable[[], tuple[Any, Command]],
+    update: Callable[[Any], Transform | None],
+    view: Callable[[Any], object],
+    producer: Producer,
+    consumer: Consumer,
+    *,
+    ctx: Context | None = None,
+    replay: Callable[[], bool] | None = None,
+) -> NoReturn:
+    """Run the program one tick at a time until an exception (or ``ctx``) ends it."""
+    _check_run_args(init, update, view, producer, consumer, replay)
+    ctx = _context_arg(ctx)
+    _loop(_Program(init, update, view, producer, replay), consumer, ctx)
+
+
+# --------------------------------------------------------------------------- batch
+
+
+class _End:
+    """The private end-of-input marker; never reaches update."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<elmstate batch end>"
+
+
+_END = _End()
+
+
+class _Drained(Exception):
+    """Raised by the batch consumer to stop the loop once the queue has drained."""
+
+
+class _BatchConsumer:
+    """Wraps the loop's consumer so end markers are filtered and end the batch."""
+
+    __slots__ = ("consumer", "put", "drained")
+
+    def __init__(self, consumer: Consumer, producer: Producer) -> None:
+        self.consumer = consumer
+        self.put = producer.put
+        self.drained = False
+
+    def get(self, ctx: Context) -> Any:
+        consumer = self.consumer
+        after_end = False
+        while True:
+            message = consumer.get(ctx)
+            if message is not _END:
+                return message
+            try:
+                consumer.commit()
+            except BaseException:
+                _quiet_rollback(consumer)
+                raise
+            if after_end:
+                self.drained = True
+                raise _Drained
+            self.put(ctx, _END)  # goes behind everything commands produced meanwhile
+            after_end = True
+
+    def commit(self) -> None:
+        self.consumer.commit()
+
+    def rollback(self) -> None:
+        if not self.drained:
+            self.consumer.rollback()
+
+
+def _feed(
+    ctx: Context,
+    fetcher: Callable[[Context], tuple[Sequence[Any], bool]],
+    put: Callable[..., None],
+    failure: list[BaseException],
+) -> None:
+    try:
+        while not ctx._done:
+            messages, more = check.pair("fetcher", fetcher(ctx), "(messages, more)")
+            put(ctx, *check.messages("fetcher", messages))
+            if not more:
+                put(ctx, _END)
+                return
+    except BaseException as exc:
+        failure.append(exc)
+        ctx.cancel()
+
+
+def batch(
+    init: Callable[[], tuple[Any, Command]],
+    update: Callable[[Any], Transform | None],
+    view: Callable[[Any], object],
+    producer: Producer,
+    consumer: Consumer,
+    fetcher: Callable[[Context], tuple[Sequence[Any], bool]],
+    *,
+    ctx: Context | None = None,
+    replay: Callable[[], bool] | None = None,
+) -> Any:
+    """Run until the input is exhausted and every caused message is processed."""
+    _check_run_args(init, update, view, producer, consumer, replay)
+    check.callable_arg("fetcher", fetcher)
+    outer = _context_arg(ctx)
+    inner = Context(outer)
+    program = _Program(init, update, view, producer, replay)
+    failure: list[BaseException] = []
+    feeder = threading.Thread(
+        target=_feed, args=(inner, fetcher, producer.put, failure), name="elmstate-feeder"
+    )
+    feeder.start()
+    try:
+        _loop(program, _BatchConsumer(consumer, producer), inner)
+    except _Drained:
+        return program.model
+    except BaseException as exc:
+        if not (inner._done and isinstance(exc, Canceled)):
+            raise  # the loop's own error wins
+        if failure:
+            raise failure[0] from None
+        if outer._done:
+            raise outer._err from None  # type: ignore[misc]
+        raise
+    finally:
+        inner.cancel()
+        feeder.join()

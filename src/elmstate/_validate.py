@@ -1,0 +1,88 @@
+"""Argument checks shared by every entry point, so errors read the same everywhere."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def callable_arg(name: str, value: Any) -> None:
+    if not callable(value):
+        raise TypeError(f"{name} must be callable, got {type(value).__name__}")
+
+
+def optional_callable_arg(name: str, value: Any) -> None:
+    if value is not None and not callable(value):
+        raise TypeError(f"{name} must be callable or None, got {type(value).__name__}")
+
+
+def has_methods(name: str, value: Any, *methods: str) -> None:
+    for method in methods:
+        if not callable(getattr(value, method, None)):
+            raise TypeError(
+                f"{name} must have a callable {method}() method, got {type(value).__name__}"
+            )
+
+
+def producer_arg(value: Any) -> None:
+    has_methods("producer", value, "put")
+
+
+def consumer_arg(value: Any) -> None:
+    has_methods("consumer", value, "get", "commit", "rollback")
+
+
+def store_arg(value: Any) -> None:
+    has_methods("store", value, "load", "store")
+
+
+def key_arg(name: str, value: Any) -> None:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, got {type(value).__name__}")
+
+
+def seconds_arg(name: str, value: Any) -> float:
+    """A non-negative, finite number of seconds (bool is rejected: it is surely a mistake)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}")
+    seconds = float(value)
+    if not seconds >= 0 or seconds == float("inf"):
+        raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
+    return seconds
+
+
+def pair(name: str, value: Any, shape: str) -> tuple[Any, Any]:
+    """Unpack a callback's ``(a, b)`` result, naming the callback when it is not a pair."""
+    if isinstance(value, (tuple, list)) and len(value) == 2:
+        return value[0], value[1]
+    raise TypeError(f"{name} must return a {shape} pair, got {value!r:.200}")
+
+
+def not_iterable(value: Any) -> TypeError:
+    return TypeError(
+        f"a command must be None or an iterable of callables, got {type(value).__name__}"
+    )
+
+
+def not_callable_entry(value: Any) -> TypeError:
+    return TypeError(
+        f"command entries must be callables or None, got {type(value).__name__}"
+    )
+
+
+def not_transform(value: Any) -> TypeError:
+    return TypeError(
+        f"update must return a transform (a callable) or None, got {type(value).__name__}"
+    )
+
+
+def messages(name: str, value: Any) -> tuple[Any, ...]:
+    """A returned batch of messages as a tuple; ``None`` is an empty batch."""
+    if value is None:
+        return ()
+    if type(value) is tuple:
+        return value
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise TypeError(
+            f"{name} must return an iterable of messages, got {type(value).__name__}"
+        )
+    return tuple(value)

@@ -1,0 +1,116 @@
+"""``aggregate``: a batch whose model is loaded from, and saved to, a key-value store."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Optional, Protocol, Sequence, Tuple
+
+from . import _validate as check
+from ._backend import core
+from .commands import Command
+
+Context = core.Context
+ReadOnlyModels = Optional[Iterable[Optional[Callable[[], Tuple[str, Optional[Callable[[Any], object]]]]]]]
+Hydrator = Callable[[Any, str, bytes], Tuple[Any, ReadOnlyModels]]
+Dehydrator = Callable[[Any, str, Any], bytes]
+
+
+class Store(Protocol):
+    def load(self, ctx: Any, key: str) -> bytes | None: ...
+    def store(self, ctx: Any, key: str, value: bytes) -> None: ...
+
+
+def aggregate(
+    init: Callable[[], tuple[Any, Command]],
+    update: Callable[[Any], Any],
+    view: Callable[[Any], object],
+    producer: Any,
+    consumer: Any,
+    fetcher: Callable[[Any], tuple[Sequence[Any], bool]],
+    store: Store,
+    hydrator: Hydrator,
+    dehydrator: Dehydrator,
+    key: str,
+    *,
+    ctx: Any = None,
+    replay: Callable[[], bool] | None = None,
+) -> Any:
+    """Load the model at ``key``, run a batch on it, and store the result on success.
+
+    Returns the stored model. On any failure nothing is stored and the error
+    propagates unchanged.
+    """
+    for name, value in (("init", init), ("update", update), ("view", view),
+                        ("fetcher", fetcher), ("hydrator", hydrator),
+                        ("dehydrator", dehydrator)):
+        check.callable_arg(name, value)
+    check.producer_arg(producer)
+    check.consumer_arg(consumer)
+    check.optional_callable_arg("replay", replay)
+    check.store_arg(store)
+    check.key_arg("key", key)
+    if ctx is None:
+        ctx = Context()
+    elif not isinstance(ctx, Context):
+        raise TypeError(f"ctx must be an elmstate.Context or None, got {type(ctx).__name__}")
+
+    root = _Loader(ctx, store, hydrator).load(key)
+    if root is not None:
+        def init() -> tuple[Any, Command]:
+            return root, None
+
+    model = core.batch(init, update, view, producer, consumer, fetcher, ctx=ctx, replay=replay)
+    value = dehydrator(ctx, key, model)
+    if isinstance(value, (bytearray, memoryview)):
+        value = bytes(value)
+    elif not isinstance(value, bytes):
+        raise TypeError(f"dehydrator must return bytes, got {type(value).__name__}")
+    store.store(ctx, key, value)
+    return model
+
+
+class _Loader:
+    """Loads a model and, transitively, the read-only models it asks for, each key once."""
+
+    def __init__(self, ctx: Any, store: Store, hydrator: Hydrator) -> None:
+        self.ctx = ctx
+        self.store = store
+        self.hydrator = hydrator
+        self.loaded: dict[str, Any] = {}
+
+    def load(self, key: str) -> Any:
+        value = self.store.load(self.ctx, key)
+        if value is None:
+            self.loaded[key] = None
+            return None
+        if isinstance(value, (bytearray, memoryview)):
+            value = bytes(value)
+        elif not isinstance(value, bytes):
+            raise TypeError(f"store.load must return bytes or None, got {type(value).__name__}")
+        model, references = check.pair(
+            "hydrator", self.hydrator(self.ctx, key, value), "(model, read_only_models)"
+        )
+        self.loaded[key] = model  # before the references: a cycle back here terminates
+        if references is not None:
+            for reference in _iterable("read_only_models", references):
+                if reference is None:
+                    continue
+                check.callable_arg("read_only_models entries", reference)
+                other_key, receive = check.pair(
+                    "a read_only_models entry", reference(), "(key, load)"
+                )
+                if receive is None:
+                    continue
+                check.key_arg("a read_only_models key", other_key)
+                check.callable_arg("a read_only_models load", receive)
+                if other_key in self.loaded:
+                    receive(self.loaded[other_key])
+                else:
+                    receive(self.load(other_key))
+        return model
+
+
+def _iterable(name: str, value: Any) -> Iterable[Any]:
+    try:
+        return iter(value)
+    except TypeError:
+        raise TypeError(f"{name} must be None or an iterable, got {type(value).__name__}") from None

@@ -1,0 +1,65 @@
+"""Building and lifting commands: lists of zero-argument callables returning messages."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Optional
+
+from . import _validate as check
+
+Command = Optional[Iterable[Optional[Callable[[], Any]]]]
+
+
+class _Return:
+    """A command entry that returns a fixed message (a class, so it pickles and reprs)."""
+
+    __slots__ = ("message",)
+
+    def __init__(self, message: Any) -> None:
+        self.message = message
+
+    def __call__(self) -> Any:
+        return self.message
+
+    def __repr__(self) -> str:
+        return f"<command returning {self.message!r:.80}>"
+
+
+class _Tagged:
+    __slots__ = ("entry", "target")
+
+    def __init__(self, entry: Callable[[], Any], target: Callable[[Any], Any]) -> None:
+        self.entry = entry
+        self.target = target
+
+    def __call__(self) -> Any:
+        return self.target(self.entry())
+
+
+def new_command(*messages: Any) -> list[Callable[[], Any]]:
+    """One callable per message, each returning its message (``None`` included)."""
+    return [_Return(message) for message in messages]
+
+
+def tag(
+    command: Command, target: Callable[[Any], Any] | None
+) -> list[Callable[[], Any] | None] | None:
+    """Lift a child's command into the parent's message type: ``f`` -> ``target(f())``.
+
+    ``None`` entries stay ``None``; returns ``None`` when either argument is ``None``.
+    """
+    if command is None or target is None:
+        return None
+    check.callable_arg("target", target)
+    try:
+        entries = list(command)
+    except TypeError:
+        raise check.not_iterable(command) from None
+    lifted: list[Callable[[], Any] | None] = []
+    for entry in entries:
+        if entry is None:
+            lifted.append(None)
+        elif not callable(entry):
+            raise check.not_callable_entry(entry)
+        else:
+            lifted.append(_Tagged(entry, target))
+    return lifted

@@ -1,0 +1,80 @@
+"""Every test that takes ``elm`` runs twice: against the compiled and the pure core.
+
+``elm`` is the top-level ``elmstate`` package as imported with that core live.
+Both generations are imported once per session; the compiled one stays in
+``sys.modules`` (so a plain ``import elmstate`` sees it), the pure one is
+reached through the fixture. With ``ELMSTATE_NO_EXTENSIONS`` set the compiled leg
+is skipped; otherwise a compiled core that fails to import fails that leg.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from types import ModuleType
+from typing import Iterator
+
+import pytest
+
+PURE_ONLY = bool(os.environ.get("ELMSTATE_NO_EXTENSIONS"))
+
+
+def _elmstate_modules() -> dict[str, ModuleType]:
+    return {
+        name: module
+        for name, module in sys.modules.items()
+        if name == "elmstate" or name.startswith("elmstate.")
+    }
+
+
+def _import_generation(pure: bool) -> ModuleType:
+    for name in _elmstate_modules():
+        if name != "elmstate._core":  # a C extension is initialised once per process
+            del sys.modules[name]
+    saved = os.environ.pop("ELMSTATE_NO_EXTENSIONS", None)
+    if pure:
+        os.environ["ELMSTATE_NO_EXTENSIONS"] = "1"
+    try:
+        return importlib.import_module("elmstate")
+    finally:
+        os.environ.pop("ELMSTATE_NO_EXTENSIONS", None)
+        if saved is not None:
+            os.environ["ELMSTATE_NO_EXTENSIONS"] = saved
+
+
+def _load_cores() -> dict[str, ModuleType | str]:
+    cores: dict[str, ModuleType | str] = {}
+    pure = _import_generation(pure=True)
+    assert not pure.compiled
+    cores["pure"] = pure
+    if PURE_ONLY:
+        cores["compiled"] = "skipped: ELMSTATE_NO_EXTENSIONS is set"
+        return cores
+    compiled = _import_generation(pure=False)  # imported last: it stays in sys.modules
+    if not compiled.compiled:
+        try:
+            importlib.import_module("elmstate._core")
+        except ImportError as exc:
+            cores["compiled"] = f"the compiled core failed to import: {exc!r}"
+        else:
+            cores["compiled"] = "the compiled core imports but was not selected"
+    else:
+        cores["compiled"] = compiled
+    return cores
+
+
+CORES = _load_cores()
+
+
+@pytest.fixture(
+    scope="session",
+    params=[pytest.param("compiled", marks=pytest.mark.compiled), "pure"],
+)
+def elm(request: pytest.FixtureRequest) -> Iterator[ModuleType]:
+    core = CORES[request.param]
+    if isinstance(core, str):
+        if PURE_ONLY:
+            pytest.skip(core)
+        pytest.fail(core)
+    yield core
