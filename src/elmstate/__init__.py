@@ -7,6 +7,7 @@ model is loaded from and saved to a key-value store. The hot path is compiled
 """
 
 from ._backend import compiled, core
+from ._cleaners import CleanerNotification, default_cleaner, fixed_buffer_cleaner
 from ._errors import Canceled, Closed, DeadlineExceeded, Lagged, NothingUncommitted
 from .aggregate import aggregate
 from .commands import new_command, tag
@@ -15,9 +16,6 @@ from .stores import MemoryStore, SQLiteStore
 Context = core.Context
 Buffer = core.Buffer
 BufferConsumer = core.BufferConsumer
-CleanerNotification = core.CleanerNotification
-default_cleaner = core.default_cleaner
-fixed_buffer_cleaner = core.fixed_buffer_cleaner
 run = core.run
 batch = core.batch
 

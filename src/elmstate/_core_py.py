@@ -10,20 +10,19 @@ from __future__ import annotations
 import threading
 import time
 import weakref
+from collections.abc import Iterable, Sequence
 from typing import (
     Any,
     Callable,
-    Iterable,
-    NamedTuple,
     NoReturn,
     Optional,
     Protocol,
-    Sequence,
     Tuple,
 )
 
 from . import _timer
 from . import _validate as check
+from ._cleaners import default_cleaner, trim_count
 from ._errors import Canceled, Closed, DeadlineExceeded, Lagged, NothingUncommitted
 
 Command = Optional[Iterable[Optional[Callable[[], Any]]]]
@@ -198,57 +197,6 @@ def _context_arg(ctx: Any) -> Context:
     return ctx
 
 
-# --------------------------------------------------------------------------- cleaners
-
-
-def default_cleaner(size: int, offsets: Sequence[int]) -> int:
-    """Drop what every open consumer has committed past; nothing without consumers."""
-    if not offsets:
-        return 0
-    return max(0, min(min(offsets), size))
-
-
-class CleanerNotification(NamedTuple):
-    """What :func:`fixed_buffer_cleaner` passes to its callback when it trims."""
-
-    max: int
-    target: int
-    size: int
-    offsets: Sequence[int]
-    trim: int
-
-
-def fixed_buffer_cleaner(
-    max: int, target: int, callback: Callable[[CleanerNotification], object] | None = None
-) -> Callable[[int, Sequence[int]], int]:
-    """A cleaner that trims the buffer back to ``target`` whenever it exceeds ``max``.
-
-    Consumers whose unread messages are trimmed get :class:`Lagged` on their next get.
-    """
-    for name, value in (("max", max), ("target", target)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if target < 0 or max < target:
-        raise ValueError(f"need 0 <= target <= max, got max={max!r}, target={target!r}")
-    check.optional_callable_arg("callback", callback)
-
-    def cleaner(size: int, offsets: Sequence[int]) -> int:
-        if size <= max:
-            return 0
-        trim = size - target
-        if callback is not None:
-            callback(CleanerNotification(max, target, size, list(offsets), trim))
-        return trim
-
-    return cleaner
-
-
-def _trim_count(n: Any, size: int) -> int:
-    if isinstance(n, bool) or not isinstance(n, int):
-        raise TypeError(f"cleaner must return an int, got {type(n).__name__}")
-    return n if n < size else size
-
-
 # --------------------------------------------------------------------------- Buffer
 
 
@@ -367,7 +315,7 @@ class Buffer:
         start = self._start
         offsets = [c._committed - start for c in self._consumers if not c._closed]
         try:
-            n = _trim_count(self._cleaner(len(self._items), offsets), len(self._items))
+            n = trim_count(self._cleaner(len(self._items), offsets), len(self._items))
         except Exception as exc:  # the cleaner is user code run off-thread: surface it
             self._close(exc)
             return None
@@ -542,7 +490,8 @@ class _Program:
 
     def _dispatch(self, ctx: Context, command: Command) -> None:
         replay = self.replay
-        if command is None or (replay is not None and replay()):
+        skip = replay is not None and replay()  # consulted every tick, as in the original
+        if command is None or skip:
             self.put(ctx)
             return
         try:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Optional, Protocol, Sequence, Tuple
+from collections.abc import Iterable, Sequence
+from typing import Any, Callable, Optional, Protocol, Tuple
 
 from . import _validate as check
 from ._backend import core

@@ -1,0 +1,61 @@
+"""Retention policies for :class:`~elmstate.Buffer`, shared by both cores.
+
+A cleaner is called as ``cleaner(size, offsets) -> n``: the buffer's size and each
+open consumer's committed position relative to the buffer's start; the buffer
+then drops its ``n`` oldest messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Callable, NamedTuple
+
+from . import _validate as check
+
+
+def default_cleaner(size: int, offsets: Sequence[int]) -> int:
+    """Drop what every open consumer has committed past; nothing without consumers."""
+    if not offsets:
+        return 0
+    return max(0, min(min(offsets), size))
+
+
+class CleanerNotification(NamedTuple):
+    """What :func:`fixed_buffer_cleaner` passes to its callback when it trims."""
+
+    max: int
+    target: int
+    size: int
+    offsets: Sequence[int]
+    trim: int
+
+
+def fixed_buffer_cleaner(
+    max: int, target: int, callback: Callable[[CleanerNotification], object] | None = None
+) -> Callable[[int, Sequence[int]], int]:
+    """A cleaner that trims the buffer back to ``target`` whenever it exceeds ``max``.
+
+    Consumers whose unread messages are trimmed get :class:`Lagged` on their next get.
+    """
+    for name, value in (("max", max), ("target", target)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if target < 0 or max < target:
+        raise ValueError(f"need 0 <= target <= max, got max={max!r}, target={target!r}")
+    check.optional_callable_arg("callback", callback)
+
+    def cleaner(size: int, offsets: Sequence[int]) -> int:
+        if size <= max:
+            return 0
+        trim = size - target
+        if callback is not None:
+            callback(CleanerNotification(max, target, size, list(offsets), trim))
+        return trim
+
+    return cleaner
+
+
+def trim_count(n: Any, size: int) -> int:
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"cleaner must return an int, got {type(n).__name__}")
+    return n if n < size else size
