@@ -1,0 +1,296 @@
+"""Two counters in one program: nested components, the Elm way, in all three modes.
+
+A *counter* is a self-contained component: its own model, its own messages, its
+own ``update`` and its own commands (every 10th increment it emits a
+``Milestone`` through a command). The *parent* holds two counters, "left" and
+"right", and lifts each child's messages and commands into its own message type
+with ``elmstate.tag``, exactly as the Go original's teaching example did.
+
+The input is a stream of clicks: two on the left counter for every one on the
+right. Run it as
+
+    python examples/counters.py                 # the demo: run, batch, aggregate
+    python examples/counters.py run             # loops until we cancel its Context
+    python examples/counters.py batch           # stops once the input has drained
+    python examples/counters.py aggregate       # a batch resumed from, and saved to, SQLite
+    python examples/counters.py aggregate --db /tmp/demo.sqlite3 --count 90
+
+Run ``aggregate`` twice: the second run starts from the first one's snapshot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Callable, Optional, Union
+
+import elmstate
+
+# --------------------------------------------------------------------- the child
+# A counter knows nothing about the program it is part of.
+
+
+@dataclass(frozen=True)
+class Increment:
+    pass
+
+
+@dataclass(frozen=True)
+class Milestone:
+    reached: int
+
+
+CounterMsg = Union[Increment, Milestone]
+
+
+@dataclass(frozen=True)
+class Counter:
+    count: int = 0
+    milestones: int = 0
+
+
+Command = Optional[Sequence[Optional[Callable[[], Any]]]]
+CounterTransform = Callable[[Counter], "tuple[Counter, Command]"]
+
+
+def counter_update(msg: CounterMsg) -> CounterTransform | None:
+    """Phase 1: pick what to do for ``msg``; phase 2 (the transform) does it."""
+    if isinstance(msg, Increment):
+
+        def increment(model: Counter) -> tuple[Counter, Command]:
+            count = model.count + 1
+            # A command is deferred work whose results are fed back as messages.
+            # new_command(m) is the simplest one: "then deliver m".
+            command = elmstate.new_command(Milestone(count)) if count % 10 == 0 else None
+            return replace(model, count=count), command
+
+        return increment
+    if isinstance(msg, Milestone):
+        return lambda model: (replace(model, milestones=model.milestones + 1), None)
+    return None  # not ours: ignored, the model stays as it is
+
+
+# -------------------------------------------------------------------- the parent
+
+
+@dataclass(frozen=True)
+class Left:
+    msg: CounterMsg
+
+
+@dataclass(frozen=True)
+class Right:
+    msg: CounterMsg
+
+
+Msg = Union[Left, Right]
+
+
+@dataclass(frozen=True)
+class Counters:
+    left: Counter = Counter()
+    right: Counter = Counter()
+
+    def __str__(self) -> str:
+        return (
+            f"left={self.left.count} ({self.left.milestones} milestones), "
+            f"right={self.right.count} ({self.right.milestones} milestones)"
+        )
+
+
+Transform = Callable[[Counters], "tuple[Counters, Command]"]
+
+
+# tag() calls its target for every command entry, also when the entry returned
+# None ("no message"): keep None as None, or the parent would get Left(None).
+def to_left(msg: CounterMsg | None) -> Left | None:
+    return None if msg is None else Left(msg)
+
+
+def to_right(msg: CounterMsg | None) -> Right | None:
+    return None if msg is None else Right(msg)
+
+
+def init() -> tuple[Counters, Command]:
+    return Counters(), None
+
+
+def update(msg: Msg) -> Transform | None:
+    """Route a parent message to the child it is for, and lift the child's result."""
+    if isinstance(msg, Left):
+        child = counter_update(msg.msg)
+        if child is None:
+            return None
+
+        def on_left(model: Counters) -> tuple[Counters, Command]:
+            left, command = child(model.left)
+            return replace(model, left=left), elmstate.tag(command, to_left)
+
+        return on_left
+    if isinstance(msg, Right):
+        child = counter_update(msg.msg)
+        if child is None:
+            return None
+
+        def on_right(model: Counters) -> tuple[Counters, Command]:
+            right, command = child(model.right)
+            return replace(model, right=right), elmstate.tag(command, to_right)
+
+        return on_right
+    return None
+
+
+class Screen:
+    """The view: called after every tick. Prints milestones as they happen and
+    remembers the last model (``run`` never returns one, so this is how we see it)."""
+
+    def __init__(self) -> None:
+        self.last: Counters | None = None
+        self._changed = threading.Condition()
+
+    def __call__(self, model: Counters) -> None:
+        before = self.last
+        if before is not None:
+            for name in ("left", "right"):
+                old, new = getattr(before, name), getattr(model, name)
+                if new.milestones > old.milestones:
+                    print(f"  milestone: {name} reached {new.count // 10 * 10}")
+        with self._changed:
+            self.last = model
+            self._changed.notify_all()
+
+    def wait_for(self, done: Callable[[Counters], bool], ctx: elmstate.Context) -> None:
+        with self._changed:
+            while not ctx.done and (self.last is None or not done(self.last)):
+                self._changed.wait(0.05)
+
+
+# ------------------------------------------------------------------- the input
+
+
+def click(i: int) -> Msg:
+    """The i-th click: two on the left for every one on the right."""
+    return Right(Increment()) if i % 3 == 2 else Left(Increment())
+
+
+class Clicks:
+    """A batch fetcher: ``count`` clicks, handed out ten at a time."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.sent = 0
+
+    def __call__(self, ctx: elmstate.Context) -> tuple[list[Msg], bool]:
+        page = [click(i) for i in range(self.sent, min(self.sent + 10, self.count))]
+        self.sent += len(page)
+        return page, self.sent < self.count  # (messages, more may follow)
+
+
+def expected(count: int) -> Counters:
+    """What ``count`` clicks on a fresh model end in; run mode stops on it."""
+    right = count // 3
+    left = count - right
+    return Counters(Counter(left, left // 10), Counter(right, right // 10))
+
+
+# --------------------------------------------------------------------- the modes
+
+
+def run_mode(count: int) -> int:
+    print(f"== run: {count} clicks from a producer thread, stopped by cancelling a Context")
+    screen = Screen()
+    goal = expected(count)
+    # A Context is the loop's off switch. The timeout is only a safety net.
+    ctx = elmstate.Context(timeout=60)
+    with elmstate.Buffer() as buf, buf.new_consumer() as consumer:
+
+        def produce() -> None:  # another thread feeding the program
+            for i in range(count):
+                buf.put(ctx, click(i))
+
+        def stop_when_done() -> None:
+            screen.wait_for(lambda model: model == goal, ctx)
+            # The default cleaner drops what every consumer has committed, so an
+            # empty buffer means the final tick committed too: cancel between ticks.
+            while len(buf) and not ctx.done:
+                time.sleep(0.001)
+            ctx.cancel()
+
+        threads = [threading.Thread(target=produce), threading.Thread(target=stop_when_done)]
+        for thread in threads:
+            thread.start()
+        try:
+            elmstate.run(init, update, screen, buf, consumer, ctx=ctx)
+        except elmstate.Canceled as exc:  # run never returns: a cancel is how it ends
+            print(f"run stopped by {type(exc).__name__}: {exc}")
+        finally:
+            ctx.cancel()
+            for thread in threads:
+                thread.join()
+    print(f"run final: {screen.last}")
+    return 0 if screen.last == goal else 1
+
+
+def batch_mode(count: int) -> int:
+    print(f"== batch: {count} clicks from a fetcher; returns once everything has drained")
+    with elmstate.Buffer() as buf, buf.new_consumer() as consumer:
+        model = elmstate.batch(init, update, Screen(), buf, consumer, Clicks(count))
+    print(f"batch final: {model}")
+    return 0
+
+
+KEY = "counters"
+
+
+def dehydrate(ctx: elmstate.Context, key: str, model: Counters) -> bytes:
+    return json.dumps(asdict(model)).encode()
+
+
+def hydrate(ctx: elmstate.Context, key: str, value: bytes) -> tuple[Counters, None]:
+    data = json.loads(value)
+    model = Counters(Counter(**data["left"]), Counter(**data["right"]))
+    return model, None  # None: this model refers to no other (read-only) models
+
+
+def aggregate_mode(count: int, db: str) -> int:
+    print(f"== aggregate: {count} clicks on the snapshot {KEY!r} in {db}")
+    with elmstate.SQLiteStore(db) as store:
+        raw = store.load(None, KEY)
+        loaded = "none, starting from init" if raw is None else hydrate(None, KEY, raw)[0]  # type: ignore[arg-type]
+        print(f"aggregate loaded: {loaded}")
+        with elmstate.Buffer() as buf, buf.new_consumer() as consumer:
+            model = elmstate.aggregate(
+                init, update, Screen(), buf, consumer, Clicks(count),
+                store, hydrate, dehydrate, KEY,
+            )
+    print(f"aggregate stored: {model}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("mode", nargs="?", choices=["run", "batch", "aggregate"],
+                        help="one mode; without it, the demo runs all three")
+    parser.add_argument("--db", default="./elmstate-demo.sqlite3",
+                        help="the SQLite file for aggregate (default: %(default)s)")
+    parser.add_argument("--count", type=int, default=60,
+                        help="how many clicks to feed (default: %(default)s)")
+    args = parser.parse_args(argv)
+    print(f"elmstate {elmstate.__version__}, core: {'compiled' if elmstate.compiled else 'pure'}")
+    status = 0
+    if args.mode in (None, "run"):
+        status |= run_mode(args.count)
+    if args.mode in (None, "batch"):
+        status |= batch_mode(args.count)
+    if args.mode in (None, "aggregate"):
+        status |= aggregate_mode(args.count, args.db)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,799 @@
+# cython: language_level=3, embedsignature=True
+"""The compiled core: the tick loop, command dispatch, the batch wrapper and the
+Buffer ring. It mirrors ``_core_py.py`` (the reference) name for name.
+
+Thread safety without a lock on the hot path: C code that holds the GIL and runs
+no Python code (no calls, no allocation of GC-tracked objects, no DECREF that
+could run a finaliser) cannot be interrupted by another Python thread. put, get,
+commit and rollback are written as such sections; the slow paths (waiting,
+cleaning, the consumer registry) take the buffer's lock. Free-threaded builds
+re-enable the GIL for this module, since it does not declare itself safe there.
+"""
+
+cimport cython
+from cpython.list cimport PyList_New, PyList_SET_ITEM
+from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_DECREF, Py_INCREF
+from cpython.tuple cimport PyTuple_GET_SIZE
+from libc.stdint cimport int64_t
+
+import threading
+import weakref
+from time import monotonic
+
+from elmstate import _timer
+from elmstate import _validate as check
+from elmstate._cleaners import default_cleaner, trim_count
+from elmstate._errors import Canceled, Closed, DeadlineExceeded, Lagged, NothingUncommitted
+
+cdef object _Lock = threading.Lock
+cdef object _Condition = threading.Condition
+cdef object _Event = threading.Event
+cdef tuple _EMPTY = ()
+
+
+# --------------------------------------------------------------------------- Context
+
+cdef Py_ssize_t _last_token = 0
+
+
+cdef inline Py_ssize_t _next_token():
+    global _last_token
+    _last_token += 1  # atomic: no Python runs between read and write
+    return _last_token
+
+
+cdef object _same_kind(object err):
+    if err is None:
+        return Canceled("context canceled")
+    return type(err)(*err.args)
+
+
+@cython.final
+cdef class Context:
+    """A thread-safe cancellation scope, in the spirit of Go's ``context.Context``."""
+
+    cdef object _lock
+    cdef bint _done
+    cdef object _err
+    cdef dict _callbacks  # token -> fn(err), run once when this context ends
+    cdef object _event
+    cdef Context _parent
+    cdef Py_ssize_t _parent_token
+    cdef object _timer
+    cdef object __weakref__
+
+    def __init__(self, Context parent=None, *, timeout=None):
+        seconds = None if timeout is None else check.seconds_arg("timeout", timeout)
+        self._lock = _Lock()
+        self._callbacks = {}
+        if parent is not None:
+            token = parent._on_done(_ChildLink(weakref.ref(self)))
+            if token == 0:
+                self._finish(_same_kind(parent._err))
+                return
+            self._parent = parent
+            self._parent_token = token
+        if seconds is not None:
+            if seconds == 0:
+                self._finish(DeadlineExceeded("context deadline exceeded"))
+            else:
+                self._timer = _timer.schedule(seconds, _Expire(weakref.ref(self)))
+
+    @property
+    def done(self):
+        """True once the context has ended."""
+        return self._done
+
+    @property
+    def err(self):
+        """``None`` while running, then a :class:`Canceled` (or :class:`DeadlineExceeded`)."""
+        return self._err
+
+    def cancel(self):
+        """End the context and every child of it; idempotent."""
+        self._finish(Canceled("context canceled"))
+
+    def wait(self, timeout=None):
+        """Block until the context ends (True) or ``timeout`` seconds pass (False)."""
+        seconds = None if timeout is None else check.seconds_arg("timeout", timeout)
+        if self._done:
+            return True
+        with self._lock:
+            if self._done:
+                return True
+            if self._event is None:
+                self._event = _Event()
+            event = self._event
+        return event.wait(seconds)
+
+    def __repr__(self):
+        state = "running" if not self._done else type(self._err).__name__
+        return f"<elmstate.Context {state}>"
+
+    def __dealloc__(self):
+        if self._parent is not None:
+            self._parent._off_done(self._parent_token)
+
+    cdef Py_ssize_t _on_done(self, fn) except -1:
+        """Register ``fn(err)``; returns a token for :meth:`_off_done`, or 0 if ended."""
+        with self._lock:
+            if self._done:
+                return 0
+            token = _next_token()
+            self._callbacks[token] = fn
+            return token
+
+    cdef int _off_done(self, Py_ssize_t token) except -1:
+        with self._lock:
+            self._callbacks.pop(token, None)
+        return 0
+
+    cdef int _finish(self, err) except -1:
+        with self._lock:
+            if self._done:
+                return 0
+            self._err = err
+            self._done = True  # after _err: lock-free readers check _done first
+            callbacks = list(self._callbacks.values())
+            self._callbacks.clear()
+            event = self._event
+        if self._timer is not None:
+            _timer.cancel(self._timer)
+        parent = self._parent
+        if parent is not None:
+            self._parent = None
+            parent._off_done(self._parent_token)
+        if event is not None:
+            event.set()
+        for fn in callbacks:
+            fn(err)
+        return 0
+
+
+@cython.final
+cdef class _ChildLink:
+    """Held by a parent: cancels the child without keeping it alive."""
+
+    cdef object child
+
+    def __init__(self, child):
+        self.child = child
+
+    def __call__(self, err):
+        cdef Context child = self.child()
+        if child is not None:
+            child._finish(_same_kind(err))
+
+
+@cython.final
+cdef class _Expire:
+    cdef object ctx
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    def __call__(self):
+        cdef Context ctx = self.ctx()
+        if ctx is not None:
+            ctx._finish(DeadlineExceeded("context deadline exceeded"))
+
+
+cdef Context _context_arg(object ctx):
+    if ctx is None:
+        return Context()
+    if type(ctx) is not Context:
+        raise TypeError(f"ctx must be an elmstate.Context or None, got {type(ctx).__name__}")
+    return <Context>ctx
+
+
+cdef inline Context _optional_context(object ctx):
+    if ctx is not None and type(ctx) is not Context:
+        raise TypeError(f"ctx must be an elmstate.Context or None, got {type(ctx).__name__}")
+    return <Context>ctx
+
+
+# --------------------------------------------------------------------------- Buffer
+
+
+@cython.final
+cdef class Buffer:
+    """A thread-safe, one-to-many, unbounded FIFO with per-consumer offsets.
+
+    Messages live in a ring of owned references: slot ``i & _mask`` holds the
+    message at absolute index ``i`` for ``_start <= i < _end``, one reference
+    each. The cycle collector cannot see these references: a message that
+    refers back to its buffer keeps both alive until the buffer drops it.
+    """
+
+    cdef PyObject** _ring
+    cdef int64_t _mask  # capacity - 1; capacity is a power of two
+    cdef int64_t _start  # absolute index of the oldest message held
+    cdef int64_t _end  # absolute index one past the newest
+    cdef object _lock  # slow paths only: waiting, cleaning, the consumer registry
+    cdef object _cond
+    cdef list _consumers  # weak references: a dropped consumer holds nothing
+    cdef bint _closed
+    cdef object _close_cause
+    cdef Py_ssize_t _waiters
+    cdef object _cleaner
+    cdef double _cooldown
+    cdef bint _clean_pending
+    cdef double _last_clean
+    cdef object __weakref__
+
+    def __cinit__(self):
+        self._ring = <PyObject**>PyMem_Malloc(16 * sizeof(PyObject*))
+        if self._ring == NULL:
+            raise MemoryError()
+        self._mask = 15
+
+    def __init__(self):
+        self._lock = _Lock()
+        self._cond = _Condition(self._lock)
+        self._consumers = []
+        self._cleaner = default_cleaner
+        self._cooldown = 0.01
+
+    def __dealloc__(self):
+        cdef int64_t i
+        if self._ring != NULL:
+            for i in range(self._start, self._end):
+                Py_DECREF(<object>self._ring[i & self._mask])
+            PyMem_Free(self._ring)
+            self._ring = NULL
+
+    def put(self, ctx, *values):
+        """Append ``values`` in order; never blocks."""
+        self._put(_optional_context(ctx), values)
+
+    def new_consumer(self):
+        """A consumer reading from the oldest message the buffer still holds."""
+        cdef BufferConsumer consumer
+        with self._lock:
+            if self._closed:
+                raise self._closed_error()
+            consumer = BufferConsumer.__new__(BufferConsumer)
+            consumer._buffer = self
+            consumer._read = consumer._committed = self._start
+            self._consumers.append(weakref.ref(consumer))
+            return consumer
+
+    def set_cleaner(self, cleaner, cooldown=0.01):
+        """Install ``cleaner``, run at most once per ``cooldown`` seconds."""
+        check.callable_arg("cleaner", cleaner)
+        seconds = check.seconds_arg("cooldown", cooldown)
+        with self._lock:
+            self._cleaner = cleaner
+            self._cooldown = seconds
+        self._maybe_clean()
+
+    def __len__(self):
+        return self._end - self._start
+
+    def slice(self):
+        """A copy of the messages held, oldest first."""
+        cdef int64_t i, n
+        cdef object message
+        with self._lock:  # excludes the cleaner; puts only add at the end
+            n = self._end - self._start
+            copy = PyList_New(n)
+            for i in range(n):  # no Python runs in this loop
+                message = <object>self._ring[(self._start + i) & self._mask]
+                Py_INCREF(message)
+                PyList_SET_ITEM(copy, i, message)
+            return copy
+
+    def diff(self, consumer):
+        """How many held messages ``consumer`` has not read yet."""
+        if type(consumer) is not BufferConsumer or (<BufferConsumer>consumer)._buffer is not self:
+            raise ValueError("consumer must be a consumer of this buffer")
+        cdef int64_t size = self._end - self._start
+        cdef int64_t unread = self._end - (<BufferConsumer>consumer)._read
+        return unread if unread < size else size
+
+    def close(self):
+        """End the buffer: puts raise Closed, blocked gets wake with Closed; idempotent."""
+        with self._lock:
+            self._close(None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    cdef int _put(self, Context ctx, tuple values) except -1:
+        cdef Py_ssize_t i, n = PyTuple_GET_SIZE(values)
+        cdef object value
+        if ctx is not None and ctx._done:
+            raise ctx._err
+        if self._closed:
+            raise self._closed_error()
+        if n:
+            if self._end - self._start + n > self._mask + 1:
+                self._grow(n)
+            for i in range(n):  # no Python runs from here to the waiter check
+                value = values[i]
+                Py_INCREF(value)
+                self._ring[self._end & self._mask] = <PyObject*>value
+                self._end += 1
+            if self._waiters:
+                with self._cond:
+                    self._cond.notify_all()
+        if not self._clean_pending:
+            self._maybe_clean()
+        return 0
+
+    cdef int _grow(self, Py_ssize_t extra) except -1:
+        cdef int64_t size = self._end - self._start
+        cdef int64_t cap = self._mask + 1
+        cdef int64_t i
+        while cap < size + extra:
+            cap *= 2
+        ring = <PyObject**>PyMem_Malloc(cap * sizeof(PyObject*))
+        if ring == NULL:
+            raise MemoryError()
+        for i in range(self._start, self._end):  # slot i & mask holds index i, both sides
+            ring[i & (cap - 1)] = self._ring[i & self._mask]
+        PyMem_Free(self._ring)
+        self._ring = ring
+        self._mask = cap - 1
+        return 0
+
+    cdef int _close(self, cause) except -1:
+        if not self._closed:
+            self._closed = True
+            self._close_cause = cause
+            self._cond.notify_all()
+        return 0
+
+    cdef object _closed_error(self):
+        if self._close_cause is None:
+            return Closed("buffer closed")
+        error = Closed(f"buffer closed: its cleaner raised {self._close_cause!r}")
+        error.__cause__ = self._close_cause
+        return error
+
+    cdef int _maybe_clean(self) except -1:
+        """Run the cleaner now, or schedule it once the cooldown has passed."""
+        if self._clean_pending or self._closed:
+            return 0
+        delay = self._last_clean + self._cooldown - monotonic()
+        if delay <= 0:
+            with self._lock:
+                dropped = self._clean()
+            del dropped  # outside the lock: finalisers may run
+            return 0
+        self._clean_pending = True
+        _timer.schedule(delay, _CleanLater(weakref.ref(self)))
+        return 0
+
+    cdef object _clean(self):
+        """Apply the cleaner (lock held); returns the dropped messages to release."""
+        cdef int64_t size, n, i
+        cdef BufferConsumer consumer
+        self._clean_pending = False  # commits from now on schedule another pass
+        self._last_clean = monotonic()
+        if self._closed:
+            return None
+        live = []
+        for ref in self._consumers:
+            consumer = ref()
+            if consumer is not None and not consumer._closed:
+                live.append(consumer)
+        if len(live) != len(self._consumers):
+            self._consumers = [weakref.ref(c) for c in live]
+        size = self._end - self._start
+        if self._cleaner is default_cleaner:
+            n = size if live else 0
+            for consumer in live:
+                if consumer._committed - self._start < n:
+                    n = consumer._committed - self._start
+        else:
+            offsets = [consumer._committed - self._start for consumer in live]
+            try:
+                n = trim_count(self._cleaner(size, offsets), size)
+            except Exception as exc:  # user code run off-thread: surface it
+                self._close(exc)
+                return None
+        if n <= 0:
+            return None
+        dropped = PyList_New(n)
+        for i in range(n):  # no Python runs: the ring's references move to the list
+            PyList_SET_ITEM(dropped, i, <object>self._ring[(self._start + i) & self._mask])
+        self._start += n
+        if self._waiters:
+            self._cond.notify_all()  # a lagging consumer must wake up to learn it
+        return dropped
+
+
+@cython.final
+cdef class _CleanLater:
+    cdef object buffer
+
+    def __init__(self, buffer):
+        self.buffer = buffer
+
+    def __call__(self):
+        cdef Buffer buffer = self.buffer()
+        if buffer is None:
+            return
+        with buffer._lock:
+            dropped = buffer._clean()
+        del dropped
+
+
+@cython.final
+cdef class _Waker:
+    """Registered on a ctx while a get waits, so a cancel wakes it at once."""
+
+    cdef object cond
+
+    def __init__(self, cond):
+        self.cond = cond
+
+    def __call__(self, err):
+        with self.cond:
+            self.cond.notify_all()
+
+
+@cython.final
+cdef class BufferConsumer:
+    """One reader of a :class:`Buffer`, with its own read and committed positions."""
+
+    cdef Buffer _buffer
+    cdef int64_t _read  # absolute index of the next message to read
+    cdef int64_t _committed
+    cdef bint _closed
+    cdef object __weakref__
+
+    def __init__(self, *args, **kwargs):
+        raise TypeError("use Buffer.new_consumer() to make a consumer")
+
+    def get(self, ctx=None):
+        """The next message, blocking until one is put, ``ctx`` ends or a close."""
+        return self._get(_optional_context(ctx))
+
+    def commit(self):
+        """Make the reads since the last commit permanent."""
+        self._commit()
+
+    def rollback(self):
+        """Return to the last commit: the same messages are read again."""
+        self._check_uncommitted("rollback")
+        self._read = self._committed
+
+    def close(self):
+        """Detach from the buffer; a blocked get wakes with Closed; idempotent."""
+        buffer = self._buffer
+        with buffer._lock:
+            if self._closed:
+                return
+            self._closed = True
+            buffer._consumers = [r for r in buffer._consumers if r() is not self]
+            buffer._cond.notify_all()
+        buffer._maybe_clean()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    cdef object _get(self, Context ctx):
+        cdef Buffer buffer = self._buffer
+        cdef int64_t index = self._read
+        if (
+            not self._closed
+            and not buffer._closed
+            and (ctx is None or not ctx._done)
+            and buffer._start <= index < buffer._end
+        ):
+            self._read = index + 1
+            return <object>buffer._ring[index & buffer._mask]
+        return self._wait(ctx)
+
+    cdef object _wait(self, Context ctx):
+        """The slow path of get: errors, or waiting for a put."""
+        cdef Buffer buffer = self._buffer
+        cdef int64_t index
+        cdef Py_ssize_t token = 0
+        with buffer._cond:
+            try:
+                while True:
+                    if self._closed:
+                        raise Closed("consumer closed")
+                    if buffer._closed:
+                        raise buffer._closed_error()
+                    if ctx is not None and ctx._done:
+                        raise ctx._err
+                    index = self._read
+                    if index < buffer._start:
+                        raise Lagged(
+                            f"the cleaner dropped {buffer._start - index} message(s)"
+                            " this consumer had not read"
+                        )
+                    if index < buffer._end:
+                        self._read = index + 1
+                        return <object>buffer._ring[index & buffer._mask]
+                    if ctx is not None and token == 0:
+                        token = ctx._on_done(_Waker(buffer._cond))
+                        continue  # 0 means ctx ended meanwhile: the check above raises
+                    buffer._waiters += 1  # in the same no-Python section as the check
+                    try:
+                        buffer._cond.wait()
+                    finally:
+                        buffer._waiters -= 1
+            finally:
+                if token:
+                    ctx._off_done(token)
+
+    cdef int _commit(self) except -1:
+        self._check_uncommitted("commit")
+        self._committed = self._read
+        if not self._buffer._clean_pending:
+            self._buffer._maybe_clean()
+        return 0
+
+    cdef int _check_uncommitted(self, str what) except -1:
+        if self._closed:
+            raise Closed("consumer closed")
+        if self._read == self._committed:
+            raise NothingUncommitted(f"{what}: nothing uncommitted")
+        return 0
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+@cython.final
+cdef class _Program:
+    """A program's state and one tick's logic, apart from where messages come from.
+
+    ``start`` is the first tick, ``step`` any later one; waiting for the next
+    message is the driver's business, so an asyncio driver can reuse this as is.
+    """
+
+    cdef object init
+    cdef object update
+    cdef object view
+    cdef object put
+    cdef Buffer buffer  # the producer when it is a Buffer: put without a Python call
+    cdef object replay
+    cdef public object model
+
+    def __init__(self, init, update, view, producer, replay):
+        self.init = init
+        self.update = update
+        self.view = view
+        self.put = producer.put
+        if type(producer) is Buffer:
+            self.buffer = <Buffer>producer
+        self.replay = replay
+
+    cdef int start(self, Context ctx) except -1:
+        self.model, command = check.pair("init", self.init(), "(model, command)")
+        self.view(self.model)
+        return self._dispatch(ctx, command)
+
+    cdef int step(self, Context ctx, object message) except -1:
+        cdef object command = None
+        cdef object result
+        if message is not None:
+            transform = self.update(message)
+            if transform is not None:
+                if not callable(transform):
+                    raise check.not_transform(transform)
+                result = transform(self.model)
+                if type(result) is tuple and PyTuple_GET_SIZE(result) == 2:
+                    self.model = (<tuple>result)[0]
+                    command = (<tuple>result)[1]
+                else:
+                    self.model, command = check.pair("transform", result, "(model, command)")
+        self.view(self.model)
+        return self._dispatch(ctx, command)
+
+    cdef int _dispatch(self, Context ctx, object command) except -1:
+        cdef list messages
+        cdef bint skip = self.replay is not None and self.replay()  # every tick, as in Go
+        if command is None or skip:
+            return self._put(ctx, _EMPTY)
+        if type(command) is list:
+            entries = command
+        else:
+            try:
+                entries = iter(command)
+            except TypeError:
+                raise check.not_iterable(command) from None
+        messages = None
+        for entry in entries:
+            if entry is not None:
+                if not callable(entry):
+                    raise check.not_callable_entry(entry)
+                message = entry()
+                if message is not None:
+                    if messages is None:
+                        messages = [message]
+                    else:
+                        messages.append(message)
+        return self._put(ctx, _EMPTY if messages is None else tuple(messages))
+
+    cdef inline int _put(self, Context ctx, tuple messages) except -1:
+        if self.buffer is not None:
+            return self.buffer._put(ctx, messages)
+        self.put(ctx, *messages)
+        return 0
+
+
+cdef int _check_run_args(init, update, view, producer, consumer, replay) except -1:
+    check.callable_arg("init", init)
+    check.callable_arg("update", update)
+    check.callable_arg("view", view)
+    check.producer_arg(producer)
+    check.consumer_arg(consumer)
+    check.optional_callable_arg("replay", replay)
+    return 0
+
+
+cdef int _loop(_Program program, object consumer, Context ctx) except -1:
+    cdef BufferConsumer direct = None
+    cdef _BatchConsumer wrapped = None
+    if type(consumer) is BufferConsumer:
+        direct = <BufferConsumer>consumer
+    elif type(consumer) is _BatchConsumer:
+        wrapped = <_BatchConsumer>consumer
+    get, commit = consumer.get, consumer.commit  # bound once, outside the loop
+    if ctx._done:
+        raise ctx._err
+    program.start(ctx)
+    while True:
+        if ctx._done:
+            raise ctx._err
+        try:
+            if direct is not None:
+                program.step(ctx, direct._get(ctx))
+                direct._commit()
+            elif wrapped is not None:
+                program.step(ctx, wrapped._get(ctx))
+                wrapped._commit()
+            else:
+                program.step(ctx, get(ctx))
+                commit()
+        except BaseException:
+            _quiet_rollback(consumer)
+            raise
+
+
+cdef _quiet_rollback(consumer):
+    try:
+        consumer.rollback()
+    except Exception:
+        pass  # the tick's own error is the one to report
+
+
+def run(init, update, view, producer, consumer, *, ctx=None, replay=None):
+    """Run the program one tick at a time until an exception (or ``ctx``) ends it."""
+    _check_run_args(init, update, view, producer, consumer, replay)
+    cdef Context context = _context_arg(ctx)
+    _loop(_Program(init, update, view, producer, replay), consumer, context)
+
+
+# --------------------------------------------------------------------------- batch
+
+
+@cython.final
+cdef class _End:
+    """The private end-of-input marker; never reaches update."""
+
+    def __repr__(self):
+        return "<elmstate batch end>"
+
+
+cdef _End _END = _End()
+
+
+class _Drained(Exception):
+    """Raised by the batch consumer to stop the loop once the queue has drained."""
+
+
+@cython.final
+cdef class _BatchConsumer:
+    """Wraps the loop's consumer so end markers are filtered and end the batch."""
+
+    cdef object consumer
+    cdef BufferConsumer direct  # the consumer when it is a BufferConsumer
+    cdef object put
+    cdef Buffer buffer  # the producer when it is a Buffer
+    cdef bint drained
+
+    def __init__(self, consumer, producer):
+        self.consumer = consumer
+        if type(consumer) is BufferConsumer:
+            self.direct = <BufferConsumer>consumer
+        self.put = producer.put
+        if type(producer) is Buffer:
+            self.buffer = <Buffer>producer
+
+    def get(self, ctx):
+        return self._get(_optional_context(ctx))
+
+    def commit(self):
+        self._commit()
+
+    def rollback(self):
+        if not self.drained:
+            self.consumer.rollback()
+
+    cdef object _get(self, Context ctx):
+        cdef bint after_end = False
+        while True:
+            if self.direct is not None:
+                message = self.direct._get(ctx)
+            else:
+                message = self.consumer.get(ctx)
+            if message is not _END:
+                return message
+            try:
+                self._commit()
+            except BaseException:
+                _quiet_rollback(self.consumer)
+                raise
+            if after_end:
+                self.drained = True
+                raise _Drained
+            # goes behind everything commands produced meanwhile
+            if self.buffer is not None:
+                self.buffer._put(ctx, (_END,))
+            else:
+                self.put(ctx, _END)
+            after_end = True
+
+    cdef int _commit(self) except -1:
+        if self.direct is not None:
+            return self.direct._commit()
+        self.consumer.commit()
+        return 0
+
+
+def _feed(Context ctx, fetcher, put, list failure):
+    try:
+        while not ctx._done:
+            messages, more = check.pair("fetcher", fetcher(ctx), "(messages, more)")
+            put(ctx, *check.messages("fetcher", messages))
+            if not more:
+                put(ctx, _END)
+                return
+    except BaseException as exc:
+        failure.append(exc)
+        ctx.cancel()
+
+
+def batch(init, update, view, producer, consumer, fetcher, *, ctx=None, replay=None):
+    """Run until the input is exhausted and every caused message is processed."""
+    _check_run_args(init, update, view, producer, consumer, replay)
+    check.callable_arg("fetcher", fetcher)
+    cdef Context outer = _context_arg(ctx)
+    cdef Context inner = Context(outer)
+    cdef _Program program = _Program(init, update, view, producer, replay)
+    cdef list failure = []
+    feeder = threading.Thread(
+        target=_feed, args=(inner, fetcher, producer.put, failure), name="elmstate-feeder"
+    )
+    feeder.start()
+    try:
+        _loop(program, _BatchConsumer(consumer, producer), inner)
+    except _Drained:
+        return program.model
+    except BaseException as exc:
+        if not (inner._done and isinstance(exc, Canceled)):
+            raise  # the loop's own error wins
+        if failure:
+            raise failure[0] from None
+        if outer._done:
+            raise outer._err from None
+        raise
+    finally:
+        inner.cancel()
+        feeder.join()
