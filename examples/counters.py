@@ -159,7 +159,7 @@ class Screen:
             for name in ("left", "right"):
                 old, new = getattr(before, name), getattr(model, name)
                 if new.milestones > old.milestones:
-                    print(f"  milestone: {name} reached {new.count // 10 * 10}")
+                    print(f"  milestone: {name} passed {new.milestones * 10}")
         with self._changed:
             self.last = model
             self._changed.notify_all()
@@ -251,17 +251,20 @@ def dehydrate(ctx: elmstate.Context, key: str, model: Counters) -> bytes:
     return json.dumps(asdict(model)).encode()
 
 
-def hydrate(ctx: elmstate.Context, key: str, value: bytes) -> tuple[Counters, None]:
+def decode(value: bytes) -> Counters:
     data = json.loads(value)
-    model = Counters(Counter(**data["left"]), Counter(**data["right"]))
-    return model, None  # None: this model refers to no other (read-only) models
+    return Counters(Counter(**data["left"]), Counter(**data["right"]))
+
+
+def hydrate(ctx: elmstate.Context, key: str, value: bytes) -> tuple[Counters, None]:
+    return decode(value), None  # None: this model refers to no other (read-only) models
 
 
 def aggregate_mode(count: int, db: str) -> int:
     print(f"== aggregate: {count} clicks on the snapshot {KEY!r} in {db}")
     with elmstate.SQLiteStore(db) as store:
         raw = store.load(None, KEY)
-        loaded = "none, starting from init" if raw is None else hydrate(None, KEY, raw)[0]  # type: ignore[arg-type]
+        loaded = "nothing, starting from init" if raw is None else decode(raw)
         print(f"aggregate loaded: {loaded}")
         with elmstate.Buffer() as buf, buf.new_consumer() as consumer:
             model = elmstate.aggregate(
@@ -273,7 +276,7 @@ def aggregate_mode(count: int, db: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description="elmstate's nested-counters example")
     parser.add_argument("mode", nargs="?", choices=["run", "batch", "aggregate"],
                         help="one mode; without it, the demo runs all three")
     parser.add_argument("--db", default="./elmstate-demo.sqlite3",

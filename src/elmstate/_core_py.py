@@ -238,7 +238,7 @@ class Buffer:
         with self._lock:
             if self._closed:
                 raise self._closed_error()
-            consumer = BufferConsumer(self, self._start)
+            consumer = BufferConsumer._attach(self, self._start)
             self._consumers.add(consumer)
             return consumer
 
@@ -362,11 +362,17 @@ class BufferConsumer:
 
     __slots__ = ("_buffer", "_read", "_committed", "_closed", "__weakref__")
 
-    def __init__(self, buffer: Buffer, start: int) -> None:
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        raise TypeError("use Buffer.new_consumer() to make a consumer")
+
+    @classmethod
+    def _attach(cls, buffer: Buffer, start: int) -> BufferConsumer:
+        self = cls.__new__(cls)
         self._buffer = buffer
         self._read = start  # absolute index of the next message to read
         self._committed = start
         self._closed = False
+        return self
 
     def get(self, ctx: Context | None = None) -> Any:
         """The next message, blocking until one is put, ``ctx`` ends or a close."""
