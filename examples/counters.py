@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Literal, Optional, Union
 
 import elmstate
 
@@ -121,28 +121,27 @@ def init() -> tuple[Counters, Command]:
 
 
 def update(msg: Msg) -> Transform | None:
-    """Route a parent message to the child it is for, and lift the child's result."""
+    """Phase 1 for the parent: route the message to the child it is for."""
     if isinstance(msg, Left):
-        child = counter_update(msg.msg)
-        if child is None:
-            return None
-
-        def on_left(model: Counters) -> tuple[Counters, Command]:
-            left, command = child(model.left)
-            return replace(model, left=left), elmstate.tag(command, to_left)
-
-        return on_left
+        return lift(msg.msg, "left", to_left)
     if isinstance(msg, Right):
-        child = counter_update(msg.msg)
-        if child is None:
-            return None
-
-        def on_right(model: Counters) -> tuple[Counters, Command]:
-            right, command = child(model.right)
-            return replace(model, right=right), elmstate.tag(command, to_right)
-
-        return on_right
+        return lift(msg.msg, "right", to_right)
     return None
+
+
+def lift(
+    msg: CounterMsg, name: Literal["left", "right"], target: Callable[[Any], Msg | None]
+) -> Transform | None:
+    """Run the child's update on its part of the model; tag its command as ours."""
+    child = counter_update(msg)
+    if child is None:
+        return None
+
+    def transform(model: Counters) -> tuple[Counters, Command]:
+        counter, command = child(getattr(model, name))
+        return replace(model, **{name: counter}), elmstate.tag(command, target)
+
+    return transform
 
 
 class Screen:
@@ -268,8 +267,16 @@ def aggregate_mode(count: int, db: str) -> int:
         print(f"aggregate loaded: {loaded}")
         with elmstate.Buffer() as buf, buf.new_consumer() as consumer:
             model = elmstate.aggregate(
-                init, update, Screen(), buf, consumer, Clicks(count),
-                store, hydrate, dehydrate, KEY,
+                init,
+                update,
+                Screen(),
+                buf,
+                consumer,
+                Clicks(count),
+                store,
+                hydrate,
+                dehydrate,
+                KEY,
             )
     print(f"aggregate stored: {model}")
     return 0
@@ -277,13 +284,23 @@ def aggregate_mode(count: int, db: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="elmstate's nested-counters example")
-    parser.add_argument("mode", nargs="?", choices=["run", "batch", "aggregate"],
-                        help="one mode; without it, the demo runs all three")
-    parser.add_argument("--db", default="./elmstate-demo.sqlite3",
-                        help="the SQLite file for aggregate (default: %(default)s)")
-    parser.add_argument("--count", type=int, default=60,
-                        help="how many clicks to feed (default: %(default)s)")
+    parser.add_argument(
+        "mode",
+        nargs="?",
+        choices=["run", "batch", "aggregate"],
+        help="one mode; without it, the demo runs all three",
+    )
+    parser.add_argument(
+        "--db",
+        default="./elmstate-demo.sqlite3",
+        help="the SQLite file for aggregate (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--count", type=int, default=60, help="how many clicks to feed (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
+    if args.count < 0:
+        parser.error("--count must be >= 0")
     print(f"elmstate {elmstate.__version__}, core: {'compiled' if elmstate.compiled else 'pure'}")
     status = 0
     if args.mode in (None, "run"):

@@ -11,14 +11,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterable, Sequence
-from typing import (
-    Any,
-    Callable,
-    NoReturn,
-    Optional,
-    Protocol,
-    Tuple,
-)
+from typing import Any, Callable, NoReturn, Optional, Protocol
 
 from . import _timer
 from . import _validate as check
@@ -26,7 +19,7 @@ from ._cleaners import default_cleaner, trim_count
 from ._errors import Canceled, Closed, DeadlineExceeded, Lagged, NothingUncommitted
 
 Command = Optional[Iterable[Optional[Callable[[], Any]]]]
-Transform = Callable[[Any], Tuple[Any, Command]]
+Transform = Callable[[Any], tuple[Any, Command]]
 
 
 class Producer(Protocol):
@@ -221,7 +214,9 @@ class Buffer:
         """Append ``values`` in order; never blocks."""
         if ctx is not None:
             if not isinstance(ctx, Context):
-                raise TypeError(f"ctx must be an elmstate.Context or None, got {type(ctx).__name__}")
+                raise TypeError(
+                    f"ctx must be an elmstate.Context or None, got {type(ctx).__name__}"
+                )
             if ctx._done:
                 raise ctx._err  # type: ignore[misc]
         with self._lock:
@@ -361,6 +356,10 @@ class BufferConsumer:
     """One reader of a :class:`Buffer`, with its own read and committed positions."""
 
     __slots__ = ("_buffer", "_read", "_committed", "_closed", "__weakref__")
+    _buffer: Buffer
+    _read: int
+    _committed: int
+    _closed: bool
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         raise TypeError("use Buffer.new_consumer() to make a consumer")
@@ -532,7 +531,7 @@ def _loop(program: _Program, consumer: Consumer, ctx: Context) -> NoReturn:
     get, commit = consumer.get, consumer.commit
     while True:
         if ctx._done:
-            raise ctx._err  # type: ignore[misc]
+            raise ctx._err
         try:
             program.step(ctx, get(ctx))
             commit()
@@ -593,7 +592,7 @@ class _BatchConsumer:
         self.put = producer.put
         self.drained = False
 
-    def get(self, ctx: Context) -> Any:
+    def get(self, ctx: Context | None) -> Any:
         consumer = self.consumer
         after_end = False
         while True:

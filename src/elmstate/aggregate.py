@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any, Callable, Optional, Protocol, Tuple
+from typing import Any, Callable, Optional, Protocol
 
 from . import _validate as check
 from ._backend import core
 from .commands import Command
 
 Context = core.Context
-ReadOnlyModels = Optional[Iterable[Optional[Callable[[], Tuple[str, Optional[Callable[[Any], object]]]]]]]
-Hydrator = Callable[[Any, str, bytes], Tuple[Any, ReadOnlyModels]]
+Load = Callable[[Any], object]
+ReadOnlyModels = Optional[Iterable[Optional[Callable[[], tuple[str, Optional[Load]]]]]]
+Hydrator = Callable[[Any, str, bytes], tuple[Any, ReadOnlyModels]]
 Dehydrator = Callable[[Any, str, Any], bytes]
 
 
@@ -40,10 +41,12 @@ def aggregate(
     Returns the stored model. On any failure nothing is stored and the error
     propagates unchanged.
     """
-    for name, value in (("init", init), ("update", update), ("view", view),
-                        ("fetcher", fetcher), ("hydrator", hydrator),
-                        ("dehydrator", dehydrator)):
-        check.callable_arg(name, value)
+    callbacks: dict[str, Any] = {
+        "init": init, "update": update, "view": view, "fetcher": fetcher,
+        "hydrator": hydrator, "dehydrator": dehydrator,
+    }
+    for name, callback in callbacks.items():
+        check.callable_arg(name, callback)
     check.producer_arg(producer)
     check.consumer_arg(consumer)
     check.optional_callable_arg("replay", replay)
@@ -112,6 +115,6 @@ class _Loader:
 
 def _iterable(name: str, value: Any) -> Iterable[Any]:
     try:
-        return iter(value)
+        return iter(value)  # type: ignore[no-any-return]
     except TypeError:
         raise TypeError(f"{name} must be None or an iterable, got {type(value).__name__}") from None

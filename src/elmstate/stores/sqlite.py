@@ -10,7 +10,9 @@ from typing import Any
 from .. import _validate as check
 from ._keys import key_value
 
-_SCHEMA = "CREATE TABLE IF NOT EXISTS elmstate_snapshots (key TEXT PRIMARY KEY, value BLOB NOT NULL)"
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS elmstate_snapshots (key TEXT PRIMARY KEY, value BLOB NOT NULL)"
+)
 
 
 class SQLiteStore:
