@@ -514,8 +514,9 @@ class _Program:
         self.put(ctx, *messages)
 
 
-def _check_run_args(init: Any, update: Any, view: Any, producer: Any, consumer: Any,
-                    replay: Any) -> None:
+def _check_run_args(
+    init: Any, update: Any, view: Any, producer: Any, consumer: Any, replay: Any
+) -> None:
     check.callable_arg("init", init)
     check.callable_arg("update", update)
     check.callable_arg("view", view)

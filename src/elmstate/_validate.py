@@ -64,9 +64,7 @@ def not_iterable(value: Any) -> TypeError:
 
 
 def not_callable_entry(value: Any) -> TypeError:
-    return TypeError(
-        f"command entries must be callables or None, got {type(value).__name__}"
-    )
+    return TypeError(f"command entries must be callables or None, got {type(value).__name__}")
 
 
 def not_transform(value: Any) -> TypeError:
@@ -82,7 +80,5 @@ def messages(name: str, value: Any) -> tuple[Any, ...]:
     if type(value) is tuple:
         return value
     if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
-        raise TypeError(
-            f"{name} must return an iterable of messages, got {type(value).__name__}"
-        )
+        raise TypeError(f"{name} must return an iterable of messages, got {type(value).__name__}")
     return tuple(value)

@@ -42,8 +42,12 @@ def aggregate(
     propagates unchanged.
     """
     callbacks: dict[str, Any] = {
-        "init": init, "update": update, "view": view, "fetcher": fetcher,
-        "hydrator": hydrator, "dehydrator": dehydrator,
+        "init": init,
+        "update": update,
+        "view": view,
+        "fetcher": fetcher,
+        "hydrator": hydrator,
+        "dehydrator": dehydrator,
     }
     for name, callback in callbacks.items():
         check.callable_arg(name, callback)
@@ -59,6 +63,7 @@ def aggregate(
 
     root = _Loader(ctx, store, hydrator).load(key)
     if root is not None:
+
         def init() -> tuple[Any, Command]:
             return root, None
 

@@ -38,9 +38,11 @@ class SQLiteStore:
         """The value at ``key``, or ``None`` when absent."""
         check.key_arg("key", key)
         with self._lock:
-            row = self._connection().execute(
-                "SELECT value FROM elmstate_snapshots WHERE key = ?", (key,)
-            ).fetchone()
+            row = (
+                self._connection()
+                .execute("SELECT value FROM elmstate_snapshots WHERE key = ?", (key,))
+                .fetchone()
+            )
         return None if row is None else bytes(row[0])
 
     def store(self, ctx: Any, key: str, value: bytes) -> None:
