@@ -126,18 +126,20 @@ cdef class Context:
             return token
 
     cdef int _off_done(self, Py_ssize_t token) except -1:
-        with self._lock:
-            self._callbacks.pop(token, None)
+        # No lock: a single dict operation is atomic, and this also runs from
+        # __dealloc__, which the garbage collector may call while the lock is held.
+        self._callbacks.pop(token, None)
         return 0
 
     cdef int _finish(self, err) except -1:
+        fresh = {}  # before the lock: allocating may run the GC
         with self._lock:
             if self._done:
                 return 0
             self._err = err
             self._done = True  # after _err: lock-free readers check _done first
-            callbacks = list(self._callbacks.values())
-            self._callbacks.clear()
+            callbacks = self._callbacks
+            self._callbacks = fresh
             event = self._event
         if self._timer is not None:
             _timer.cancel(self._timer)
@@ -147,7 +149,7 @@ cdef class Context:
             parent._off_done(self._parent_token)
         if event is not None:
             event.set()
-        for fn in callbacks:
+        for fn in callbacks.values():
             fn(err)
         return 0
 

@@ -123,17 +123,19 @@ class Context:
             return token
 
     def _off_done(self, token: int) -> None:
-        with self._lock:
-            self._callbacks.pop(token, None)
+        # No lock: a single dict operation is atomic, and this also runs from
+        # __del__, which the garbage collector may call while the lock is held.
+        self._callbacks.pop(token, None)
 
     def _finish(self, err: Canceled) -> None:
+        fresh: dict[int, Callable[[Canceled], object]] = {}  # before the lock: may run the GC
         with self._lock:
             if self._done:
                 return
             self._err = err
             self._done = True  # after _err: lock-free readers check _done first
-            callbacks = list(self._callbacks.values())
-            self._callbacks.clear()
+            callbacks = self._callbacks
+            self._callbacks = fresh
             event = self._event
         if self._timer is not None:
             _timer.cancel(self._timer)
@@ -143,7 +145,7 @@ class Context:
             parent._off_done(self._parent_token)
         if event is not None:
             event.set()
-        for fn in callbacks:
+        for fn in callbacks.values():
             fn(err)
 
 
