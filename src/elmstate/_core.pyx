@@ -31,6 +31,8 @@ cdef object _Lock = threading.Lock
 cdef object _Condition = threading.Condition
 cdef object _Event = threading.Event
 cdef tuple _EMPTY = ()
+cdef int64_t _MIN_CAPACITY = 16
+cdef int64_t _SHRINK_ABOVE = 1024  # rings this small are never shrunk
 
 
 # --------------------------------------------------------------------------- Context
@@ -226,10 +228,10 @@ cdef class Buffer:
     cdef object __weakref__
 
     def __cinit__(self):
-        self._ring = <PyObject**>PyMem_Malloc(16 * sizeof(PyObject*))
+        self._ring = <PyObject**>PyMem_Malloc(_MIN_CAPACITY * sizeof(PyObject*))
         if self._ring == NULL:
             raise MemoryError()
-        self._mask = 15
+        self._mask = _MIN_CAPACITY - 1
 
     def __init__(self):
         self._lock = _Lock()
@@ -329,12 +331,16 @@ cdef class Buffer:
         return 0
 
     cdef int _grow(self, Py_ssize_t extra) except -1:
-        cdef int64_t size = self._end - self._start
+        cdef int64_t needed = self._end - self._start + extra
         cdef int64_t cap = self._mask + 1
-        cdef int64_t i
-        while cap < size + extra:
+        while cap < needed:
             cap *= 2
-        ring = <PyObject**>PyMem_Malloc(cap * sizeof(PyObject*))
+        return self._resize(cap)
+
+    cdef int _resize(self, int64_t cap) except -1:
+        """Move the live span into a new ring of ``cap`` (a power of two) slots."""
+        cdef int64_t i
+        cdef PyObject** ring = <PyObject**>PyMem_Malloc(cap * sizeof(PyObject*))
         if ring == NULL:
             raise MemoryError()
         for i in range(self._start, self._end):  # slot i & mask holds index i, both sides
@@ -374,7 +380,7 @@ cdef class Buffer:
 
     cdef object _clean(self):
         """Apply the cleaner (lock held); returns the dropped messages to release."""
-        cdef int64_t size, n, i
+        cdef int64_t size, n, i, cap
         cdef BufferConsumer consumer
         self._clean_pending = False  # commits from now on schedule another pass
         self._last_clean = monotonic()
@@ -406,6 +412,12 @@ cdef class Buffer:
         for i in range(n):  # no Python runs: the ring's references move to the list
             PyList_SET_ITEM(dropped, i, <object>self._ring[(self._start + i) & self._mask])
         self._start += n
+        size -= n
+        if self._mask >= _SHRINK_ABOVE and 4 * size <= self._mask:
+            cap = _MIN_CAPACITY
+            while cap < 2 * size:
+                cap *= 2
+            self._resize(cap)  # give back what a burst took, keeping room to grow
         if self._waiters:
             self._cond.notify_all()  # a lagging consumer must wake up to learn it
         return dropped
