@@ -687,7 +687,8 @@ cdef _quiet_rollback(consumer):
         pass  # the tick's own error is the one to report
 
 
-def run(init, update, view, producer, consumer, *, ctx=None, replay=None):
+# The None defaults let a missing argument reach the checks, which name it.
+def run(init=None, update=None, view=None, producer=None, consumer=None, *, ctx=None, replay=None):
     """Run the program one tick at a time until an exception (or ``ctx``) ends it."""
     _check_run_args(init, update, view, producer, consumer, replay)
     cdef Context context = _context_arg(ctx)
@@ -784,7 +785,10 @@ def _feed(Context ctx, fetcher, put, list failure):
         ctx.cancel()
 
 
-def batch(init, update, view, producer, consumer, fetcher, *, ctx=None, replay=None):
+def batch(
+    init=None, update=None, view=None, producer=None, consumer=None, fetcher=None,
+    *, ctx=None, replay=None,
+):
     """Run until the input is exhausted and every caused message is processed."""
     _check_run_args(init, update, view, producer, consumer, replay)
     check.callable_arg("fetcher", fetcher)
@@ -803,9 +807,10 @@ def batch(init, update, view, producer, consumer, fetcher, *, ctx=None, replay=N
     except BaseException as exc:
         if not (inner._done and isinstance(exc, Canceled)):
             raise  # the loop's own error wins
-        if failure:
-            raise failure[0] from None
-        if outer._done:
+        fed = failure[0] if failure else None
+        if fed is not None and not (outer._done and isinstance(fed, Canceled)):
+            raise fed from None  # the fetcher's or put's own error
+        if outer._done:  # the caller's error, even if the feeder saw the cancel first
             raise outer._err from None
         raise
     finally:

@@ -107,7 +107,7 @@ class Context:
         return f"<elmstate.Context {state}>"
 
     def __del__(self) -> None:
-        parent = self._parent
+        parent = getattr(self, "_parent", None)  # absent when __init__ raised
         if parent is not None:
             parent._off_done(self._parent_token)
 
@@ -668,9 +668,10 @@ def batch(
     except BaseException as exc:
         if not (inner._done and isinstance(exc, Canceled)):
             raise  # the loop's own error wins
-        if failure:
-            raise failure[0] from None
-        if outer._done:
+        fed = failure[0] if failure else None
+        if fed is not None and not (outer._done and isinstance(fed, Canceled)):
+            raise fed from None  # the fetcher's or put's own error
+        if outer._done:  # the caller's error, even if the feeder saw the cancel first
             raise outer._err from None  # type: ignore[misc]
         raise
     finally:

@@ -1,0 +1,204 @@
+"""SPEC §2: Context, the thread-safe cancellation scope."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+
+import pytest
+
+
+def test_new_context_runs(elm):
+    ctx = elm.Context()
+    assert ctx.done is False
+    assert ctx.err is None
+    assert ctx.wait(0) is False
+
+
+def test_cancel_ends_with_canceled(elm):
+    ctx = elm.Context()
+    ctx.cancel()
+    assert ctx.done is True
+    assert type(ctx.err) is elm.Canceled
+    assert ctx.wait(0) is True
+    assert ctx.wait() is True
+
+
+def test_cancel_is_idempotent(elm):
+    ctx = elm.Context()
+    ctx.cancel()
+    first = ctx.err
+    ctx.cancel()
+    ctx.cancel()
+    assert ctx.err is first
+    assert ctx.done is True
+
+
+def test_cancel_after_deadline_keeps_deadline_error(elm):
+    ctx = elm.Context(timeout=0)
+    first = ctx.err
+    ctx.cancel()
+    assert ctx.err is first
+    assert type(ctx.err) is elm.DeadlineExceeded
+
+
+def test_error_hierarchy(elm):
+    assert issubclass(elm.DeadlineExceeded, elm.Canceled)
+    assert issubclass(elm.DeadlineExceeded, TimeoutError)
+    assert issubclass(elm.Canceled, Exception)
+    assert not issubclass(elm.Canceled, TimeoutError)
+
+
+def test_child_ends_with_parent_kind_canceled(elm):
+    parent = elm.Context()
+    child = elm.Context(parent)
+    grandchild = elm.Context(child)
+    assert not child.done
+    parent.cancel()
+    for ctx in (child, grandchild):
+        assert ctx.done is True
+        assert type(ctx.err) is elm.Canceled
+        assert ctx.err is not parent.err  # a new instance of the same class
+    assert grandchild.err is not child.err
+
+
+def test_child_ends_with_parent_kind_deadline(elm):
+    parent = elm.Context(timeout=0.02)
+    child = elm.Context(parent)
+    assert child.wait(5) is True
+    assert type(parent.err) is elm.DeadlineExceeded
+    assert type(child.err) is elm.DeadlineExceeded
+    assert child.err is not parent.err
+
+
+def test_child_cancel_leaves_parent_running(elm):
+    parent = elm.Context()
+    child = elm.Context(parent=parent)
+    sibling = elm.Context(parent)
+    child.cancel()
+    assert child.done is True
+    assert parent.done is False and parent.err is None
+    assert sibling.done is False
+
+
+def test_child_timeout_does_not_end_parent(elm):
+    parent = elm.Context()
+    child = elm.Context(parent, timeout=0.01)
+    assert child.wait(5) is True
+    assert type(child.err) is elm.DeadlineExceeded
+    assert parent.done is False
+
+
+@pytest.mark.parametrize("how", ["cancel", "deadline"])
+def test_parent_already_ended_child_born_ended(elm, how):
+    parent = elm.Context(timeout=0) if how == "deadline" else elm.Context()
+    if how == "cancel":
+        parent.cancel()
+    child = elm.Context(parent, timeout=10)
+    assert child.done is True
+    assert type(child.err) is type(parent.err)
+    assert child.err is not parent.err
+    assert child.wait(0) is True
+
+
+def test_timeout_ends_with_deadline_exceeded(elm):
+    ctx = elm.Context(timeout=0.05)
+    assert ctx.done is False and ctx.err is None
+    assert ctx.wait(5) is True
+    assert ctx.done is True
+    assert type(ctx.err) is elm.DeadlineExceeded
+    assert isinstance(ctx.err, elm.Canceled)
+    assert isinstance(ctx.err, TimeoutError)
+
+
+def test_timeout_zero_is_born_ended(elm):
+    ctx = elm.Context(timeout=0)
+    assert ctx.done is True
+    assert type(ctx.err) is elm.DeadlineExceeded
+
+
+def test_integer_timeout_accepted(elm):
+    ctx = elm.Context(timeout=30)
+    assert ctx.done is False
+    ctx.cancel()
+    assert type(ctx.err) is elm.Canceled
+
+
+def test_wait_times_out_false(elm):
+    ctx = elm.Context()
+    start = time.monotonic()
+    assert ctx.wait(0.02) is False
+    assert time.monotonic() - start >= 0.015
+    assert ctx.done is False
+
+
+def test_wait_on_another_thread_wakes_promptly(elm):
+    ctx = elm.Context()
+    result: list = []
+    woke: list[float] = []
+
+    def waiter():
+        result.append(ctx.wait(5))
+        woke.append(time.monotonic())
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    time.sleep(0.05)  # let it block
+    assert not result
+    cancelled = time.monotonic()
+    ctx.cancel()
+    thread.join(5)
+    assert not thread.is_alive()
+    assert result == [True]
+    assert woke[0] - cancelled < 0.5
+
+
+def test_wait_on_another_thread_wakes_on_parent_cancel(elm):
+    parent = elm.Context()
+    child = elm.Context(parent)
+    result: list = []
+    thread = threading.Thread(target=lambda: result.append(child.wait(5)))
+    thread.start()
+    time.sleep(0.02)
+    start = time.monotonic()
+    parent.cancel()
+    thread.join(5)
+    assert result == [True]
+    assert time.monotonic() - start < 0.5
+
+
+def test_repr_mentions_state(elm):
+    ctx = elm.Context()
+    assert "running" in repr(ctx)
+    ctx.cancel()
+    assert "Canceled" in repr(ctx)
+
+
+@pytest.mark.parametrize("parent", ["ctx", 1, object(), threading.Event()])
+def test_parent_not_a_context(elm, parent):
+    with pytest.raises(TypeError, match="parent"):
+        elm.Context(parent)
+    with pytest.raises(TypeError, match="parent"):
+        elm.Context(parent=parent)
+
+
+@pytest.mark.parametrize("timeout", [-1, -0.001, math.nan, math.inf, -math.inf])
+def test_timeout_bad_value(elm, timeout):
+    with pytest.raises(ValueError, match="timeout"):
+        elm.Context(timeout=timeout)
+    with pytest.raises(ValueError, match="timeout"):
+        elm.Context().wait(timeout)
+
+
+@pytest.mark.parametrize("timeout", ["1", True, False, b"1", [1], 1j])
+def test_timeout_bad_type(elm, timeout):
+    with pytest.raises(TypeError, match="timeout"):
+        elm.Context(timeout=timeout)
+    with pytest.raises(TypeError, match="timeout"):
+        elm.Context().wait(timeout)
+
+
+def test_timeout_is_keyword_only(elm):
+    with pytest.raises(TypeError):
+        elm.Context(None, 1.0)
