@@ -207,8 +207,7 @@ cdef class Buffer:
 
     Messages live in a ring of owned references: slot ``i & _mask`` holds the
     message at absolute index ``i`` for ``_start <= i < _end``, one reference
-    each. The cycle collector cannot see these references: a message that
-    refers back to its buffer keeps both alive until the buffer drops it.
+    each. The cycle collector sees them through ``_buffer_traverse`` below.
     """
 
     cdef PyObject** _ring
@@ -421,6 +420,56 @@ cdef class Buffer:
         if self._waiters:
             self._cond.notify_all()  # a lagging consumer must wake up to learn it
         return dropped
+
+
+# The ring's references are invisible to Cython's generated tp_traverse and
+# tp_clear: these wrappers add them, so a message that refers back to its buffer
+# (a closure over the producer, say) is still collected with it.
+
+cdef extern from "Python.h":
+    ctypedef int (*_visitproc "visitproc")(PyObject*, void*)
+    ctypedef int (*_traverseproc "traverseproc")(PyObject*, _visitproc, void*)
+    ctypedef int (*_inquiry "inquiry")(PyObject*)
+    ctypedef struct _GCSlots "PyTypeObject":
+        _traverseproc tp_traverse
+        _inquiry tp_clear
+
+cdef _traverseproc _buffer_base_traverse = (<_GCSlots*><void*>Buffer).tp_traverse
+cdef _inquiry _buffer_base_clear = (<_GCSlots*><void*>Buffer).tp_clear
+
+
+cdef int _buffer_traverse(PyObject* o, _visitproc visit, void* arg) noexcept:
+    cdef Buffer self = <Buffer>o
+    cdef int64_t i
+    cdef int r = _buffer_base_traverse(o, visit, arg)
+    if r:
+        return r
+    for i in range(self._start, self._end):
+        r = visit(self._ring[i & self._mask], arg)
+        if r:
+            return r
+    return 0
+
+
+cdef int _buffer_clear(PyObject* o) noexcept:
+    cdef Buffer self = <Buffer>o
+    cdef int64_t i, n = self._end - self._start
+    # Copy the references out and empty the ring first: releasing them may run
+    # finalisers that touch the buffer.
+    cdef PyObject** held = <PyObject**>PyMem_Malloc(n * sizeof(PyObject*)) if n else NULL
+    if n and held == NULL:
+        return _buffer_base_clear(o)  # out of memory: leave the ring to __dealloc__
+    for i in range(n):
+        held[i] = self._ring[(self._start + i) & self._mask]
+    self._start = self._end
+    for i in range(n):
+        Py_DECREF(<object>held[i])
+    PyMem_Free(held)
+    return _buffer_base_clear(o)
+
+
+(<_GCSlots*><void*>Buffer).tp_traverse = _buffer_traverse
+(<_GCSlots*><void*>Buffer).tp_clear = _buffer_clear
 
 
 @cython.final
