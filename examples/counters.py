@@ -4,7 +4,7 @@ A *counter* is a self-contained component: its own model, its own messages, its
 own ``update`` and its own commands (every 10th increment it emits a
 ``Milestone`` through a command). The *parent* holds two counters, "left" and
 "right", and lifts each child's messages and commands into its own message type
-with ``elmstate.tag``, exactly as the Go original's teaching example did.
+with ``elmstate.tag``: the shape of the Go original's teaching example.
 
 The input is a stream of clicks: two on the left counter for every one on the
 right. Run it as
@@ -209,13 +209,19 @@ def run_mode(count: int) -> int:
     with elmstate.Buffer() as buf, buf.new_consumer() as consumer:
 
         def produce() -> None:  # another thread feeding the program
-            for i in range(count):
-                buf.put(ctx, click(i))
+            try:
+                for i in range(count):
+                    buf.put(ctx, click(i))
+            except elmstate.Canceled:
+                pass  # stopped early (the safety-net timeout): nothing to report
 
         def stop_when_done() -> None:
             screen.wait_for(lambda model: model == goal, ctx)
             # The default cleaner drops what every consumer has committed, so an
-            # empty buffer means the final tick committed too: cancel between ticks.
+            # empty buffer means the final tick committed too: we cancel between
+            # ticks. Cancelling mid-tick would be safe as well: that tick's put
+            # raises Canceled and the consumer rolls back, so its message stays
+            # uncommitted, to be read again (at-least-once).
             while len(buf) and not ctx.done:
                 time.sleep(0.001)
             ctx.cancel()
