@@ -133,6 +133,14 @@ cdef class Context:
         self._callbacks.pop(token, None)
         return 0
 
+    cdef object _error(self):
+        """The error to raise now that the context has ended.
+
+        The same object each time, with the traceback of its previous raise
+        dropped: re-raising one object would otherwise grow it without bound.
+        """
+        return self._err.with_traceback(None)
+
     cdef int _finish(self, err) except -1:
         fresh = {}  # before the lock: allocating may run the GC
         with self._lock:
@@ -311,7 +319,7 @@ cdef class Buffer:
         cdef Py_ssize_t i, n = PyTuple_GET_SIZE(values)
         cdef object value
         if ctx is not None and ctx._done:
-            raise ctx._err
+            raise ctx._error()
         if self._closed:
             raise self._closed_error()
         if n:
@@ -571,7 +579,7 @@ cdef class BufferConsumer:
                     if buffer._closed:
                         raise buffer._closed_error()
                     if ctx is not None and ctx._done:
-                        raise ctx._err
+                        raise ctx._error()
                     index = self._read
                     if index < buffer._start:
                         raise Lagged(
@@ -709,11 +717,11 @@ cdef int _loop(_Program program, object consumer, Context ctx) except -1:
         wrapped = <_BatchConsumer>consumer
     get, commit = consumer.get, consumer.commit  # bound once, outside the loop
     if ctx._done:
-        raise ctx._err
+        raise ctx._error()
     program.start(ctx)
     while True:
         if ctx._done:
-            raise ctx._err
+            raise ctx._error()
         try:
             if direct is not None:
                 program.step(ctx, direct._get(ctx))
@@ -860,7 +868,7 @@ def batch(
         if fed is not None and not (outer._done and isinstance(fed, Canceled)):
             raise fed from None  # the fetcher's or put's own error
         if outer._done:  # the caller's error, even if the feeder saw the cancel first
-            raise outer._err from None
+            raise outer._error() from None
         raise
     finally:
         inner.cancel()

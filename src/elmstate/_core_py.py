@@ -127,6 +127,15 @@ class Context:
         # __del__, which the garbage collector may call while the lock is held.
         self._callbacks.pop(token, None)
 
+    def _error(self) -> Canceled:
+        """The error to raise now that the context has ended.
+
+        The same object each time, with the traceback of its previous raise
+        dropped: re-raising one object would otherwise grow it without bound.
+        """
+        assert self._err is not None
+        return self._err.with_traceback(None)
+
     def _finish(self, err: Canceled) -> None:
         fresh: dict[int, Callable[[Canceled], object]] = {}  # before the lock: may run the GC
         with self._lock:
@@ -220,7 +229,7 @@ class Buffer:
                     f"ctx must be an elmstate.Context or None, got {type(ctx).__name__}"
                 )
             if ctx._done:
-                raise ctx._err  # type: ignore[misc]
+                raise ctx._error()
         with self._lock:
             if self._closed:
                 raise self._closed_error()
@@ -389,7 +398,7 @@ class BufferConsumer:
                     if buffer._closed:
                         raise buffer._closed_error()
                     if ctx is not None and ctx._done:
-                        raise ctx._err  # type: ignore[misc]
+                        raise ctx._error()
                     index = self._read - buffer._start
                     if index < 0:
                         raise Lagged(
@@ -529,12 +538,12 @@ def _check_run_args(
 
 def _loop(program: _Program, consumer: Consumer, ctx: Context) -> NoReturn:
     if ctx._done:
-        raise ctx._err  # type: ignore[misc]
+        raise ctx._error()
     program.start(ctx)
     get, commit = consumer.get, consumer.commit
     while True:
         if ctx._done:
-            raise ctx._err
+            raise ctx._error()
         try:
             program.step(ctx, get(ctx))
             commit()
@@ -672,7 +681,7 @@ def batch(
         if fed is not None and not (outer._done and isinstance(fed, Canceled)):
             raise fed from None  # the fetcher's or put's own error
         if outer._done:  # the caller's error, even if the feeder saw the cancel first
-            raise outer._err from None  # type: ignore[misc]
+            raise outer._error() from None
         raise
     finally:
         inner.cancel()
