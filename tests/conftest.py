@@ -12,8 +12,8 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from collections.abc import Iterator
 from types import ModuleType
-from typing import Iterator
 
 import pytest
 

@@ -407,3 +407,10 @@ def test_sqlite_bad_path(elm, path):
     with pytest.raises(TypeError, match="path"):
         elm.SQLiteStore(path)
 
+
+
+@pytest.mark.parametrize("name", ["Context", "Buffer", "BufferConsumer"])
+def test_core_classes_refuse_subclasses(elm, name):
+    # Final on both cores, so code written against one runs on the other.
+    with pytest.raises(TypeError, match="not an acceptable base type"):
+        type("Sub", (getattr(elm, name),), {})

@@ -35,8 +35,16 @@ class Consumer(Protocol):
 # --------------------------------------------------------------------------- Context
 
 
+def _final(cls: type) -> None:
+    # The compiled classes are final; refusing subclasses here keeps the cores alike.
+    raise TypeError(f"type '{cls.__mro__[1].__name__}' is not an acceptable base type")
+
+
 class Context:
     """A thread-safe cancellation scope, in the spirit of Go's ``context.Context``."""
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        _final(cls)
 
     __slots__ = (
         "_lock",
@@ -207,6 +215,9 @@ def _context_arg(ctx: Any) -> Context:
 class Buffer:
     """A thread-safe, one-to-many, unbounded FIFO with per-consumer offsets."""
 
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        _final(cls)
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
@@ -365,6 +376,9 @@ class _Waker:
 
 class BufferConsumer:
     """One reader of a :class:`Buffer`, with its own read and committed positions."""
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        _final(cls)
 
     __slots__ = ("_buffer", "_read", "_committed", "_closed", "__weakref__")
     _buffer: Buffer
