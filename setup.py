@@ -6,6 +6,7 @@ ELMSTATE_CYTHON_TRACE=1   a debug build: -O0 -g3 and Cython line tracing, for
 """
 
 import os
+import sys
 
 from setuptools import Extension, setup
 
@@ -17,7 +18,10 @@ if not NO_EXTENSIONS:
     from Cython.Build import cythonize
 
     macros = [("CYTHON_TRACE", "1"), ("CYTHON_TRACE_NOGIL", "1")] if TRACE else []
-    extra = ["-O0", "-g3"] if TRACE else ["-O3"]
+    if sys.platform == "win32":
+        extra = ["/Od", "/Zi"] if TRACE else ["/O2"]
+    else:
+        extra = ["-O0", "-g3"] if TRACE else ["-O3", "-g0"]  # -g0: a 10x smaller wheel
     ext_modules = cythonize(
         [
             Extension(
