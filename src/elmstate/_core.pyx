@@ -28,6 +28,7 @@ from elmstate._cleaners import default_cleaner, trim_count
 from elmstate._errors import Canceled, Closed, DeadlineExceeded, Lagged, NothingUncommitted
 
 cdef object _Lock = threading.Lock
+cdef object _RLock = threading.RLock
 cdef object _Condition = threading.Condition
 cdef object _Event = threading.Event
 cdef tuple _EMPTY = ()
@@ -241,7 +242,7 @@ cdef class Buffer:
         self._mask = _MIN_CAPACITY - 1
 
     def __init__(self):
-        self._lock = _Lock()
+        self._lock = _RLock()  # re-entrant: a finaliser run by the GC under it may put
         self._cond = _Condition(self._lock)
         self._consumers = []
         self._cleaner = default_cleaner

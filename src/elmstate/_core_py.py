@@ -219,7 +219,7 @@ class Buffer:
         _final(cls)
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entrant: a finaliser run by the GC under it may put
         self._cond = threading.Condition(self._lock)
         self._items: list[Any] = []
         self._start = 0  # absolute index of _items[0]
