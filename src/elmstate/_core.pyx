@@ -645,12 +645,12 @@ cdef class _Program:
             self.buffer = <Buffer>producer
         self.replay = replay
 
-    cdef int start(self, Context ctx) except -1:
+    cpdef int start(self, Context ctx) except -1:
         self.model, command = check.pair("init", self.init(), "(model, command)")
         self.view(self.model)
         return self._dispatch(ctx, command)
 
-    cdef int step(self, Context ctx, object message) except -1:
+    cpdef int step(self, Context ctx, object message) except -1:
         cdef object command = None
         cdef object result
         if message is not None:
