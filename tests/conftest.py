@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import sys
+import threading
 from collections.abc import Iterator
 from types import ModuleType
 
@@ -78,3 +80,32 @@ def elm(request: pytest.FixtureRequest) -> Iterator[ModuleType]:
             pytest.skip(core)
         pytest.fail(core)
     yield core
+
+
+class Hang(Exception):
+    """Raised in the main thread by the watchdog."""
+
+
+@pytest.fixture(autouse=True)
+def watchdog(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Turn a hang of the main thread (say, a get that never wakes) into a failure.
+
+    SIGALRM interrupts a blocked lock acquire on POSIX and its handler raises
+    there. A test module may set ``WATCHDOG`` (seconds) to change the default 60.
+    """
+    seconds = float(getattr(request.module, "WATCHDOG", 60.0))
+    main = threading.current_thread() is threading.main_thread()
+    if not hasattr(signal, "setitimer") or not main:
+        yield
+        return
+
+    def expire(signum: int, frame: object) -> None:
+        raise Hang(f"the test was still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)

@@ -9,10 +9,9 @@ fails the test instead of hanging it.
 from __future__ import annotations
 
 import gc
-import signal
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from types import ModuleType
 from typing import Any, Callable
 
@@ -20,34 +19,6 @@ import pytest
 
 SAFETY = 5.0  # seconds: a blocked call that should have woken fails instead of hanging
 WAKE_LIMIT = 0.05  # seconds: SPEC §2 "within a few milliseconds", with room for a noisy box
-WATCHDOG = 60.0  # seconds a test may run before the watchdog fails it
-
-
-class Hang(Exception):
-    """Raised in the main thread by the watchdog."""
-
-
-@pytest.fixture(autouse=True)
-def watchdog() -> Iterator[None]:
-    """Turn a hang of the main thread (say, a get that never wakes) into a failure.
-
-    SIGALRM interrupts a blocked lock acquire on POSIX and its handler raises there.
-    """
-    main = threading.current_thread() is threading.main_thread()
-    if not hasattr(signal, "setitimer") or not main:
-        yield
-        return
-
-    def expire(signum: int, frame: Any) -> None:
-        raise Hang(f"the test was still running after {WATCHDOG} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, WATCHDOG)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 2.0) -> bool:

@@ -18,9 +18,6 @@ block otherwise); when none is, the rule checks ``diff() == 0`` instead.
 from __future__ import annotations
 
 import collections
-import signal
-import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Callable
@@ -40,31 +37,7 @@ from hypothesis.stateful import (
 )
 
 SAFETY = 30.0  # seconds: a get that should not block fails instead of hanging
-WATCHDOG = 300.0  # seconds the whole test may run before the watchdog fails it
-
-
-class Hang(Exception):
-    """Raised in the main thread by the watchdog."""
-
-
-@pytest.fixture(autouse=True)
-def watchdog() -> Iterator[None]:
-    """Turn a hang of the main thread into a failure (SIGALRM interrupts a lock wait)."""
-    main = threading.current_thread() is threading.main_thread()
-    if not hasattr(signal, "setitimer") or not main:
-        yield
-        return
-
-    def expire(signum: int, frame: Any) -> None:
-        raise Hang(f"the test was still running after {WATCHDOG} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, WATCHDOG)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+WATCHDOG = 300.0  # seconds before the watchdog (conftest) fails a test
 
 
 def _cores() -> dict[str, ModuleType]:

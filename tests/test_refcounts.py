@@ -10,45 +10,13 @@ before it was put equals its count after it was consumed, committed and reaped.
 from __future__ import annotations
 
 import gc
-import signal
 import sys
-import threading
 import time
 import weakref
-from collections.abc import Iterator
 from types import ModuleType
 from typing import Any, Callable
 
 import pytest
-
-WATCHDOG = 60.0  # seconds a test may run before the watchdog fails it
-
-
-class Hang(Exception):
-    """Raised in the main thread by the watchdog."""
-
-
-@pytest.fixture(autouse=True)
-def watchdog() -> Iterator[None]:
-    """Turn a hang of the main thread (say, a get that never wakes) into a failure.
-
-    SIGALRM interrupts a blocked lock acquire on POSIX and its handler raises there.
-    """
-    main = threading.current_thread() is threading.main_thread()
-    if not hasattr(signal, "setitimer") or not main:
-        yield
-        return
-
-    def expire(signum: int, frame: Any) -> None:
-        raise Hang(f"the test was still running after {WATCHDOG} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, WATCHDOG)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 class Msg:
