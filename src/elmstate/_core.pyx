@@ -450,7 +450,7 @@ cdef _inquiry _buffer_base_clear = (<_GCSlots*><void*>Buffer).tp_clear
 cdef int _buffer_traverse(PyObject* o, _visitproc visit, void* arg) noexcept:
     cdef Buffer self = <Buffer>o
     cdef int64_t i
-    cdef int r = _buffer_base_traverse(o, visit, arg)
+    cdef int r = _buffer_base_traverse(o, visit, arg) if _buffer_base_traverse != NULL else 0
     if r:
         return r
     for i in range(self._start, self._end):
@@ -467,14 +467,18 @@ cdef int _buffer_clear(PyObject* o) noexcept:
     # finalisers that touch the buffer.
     cdef PyObject** held = <PyObject**>PyMem_Malloc(n * sizeof(PyObject*)) if n else NULL
     if n and held == NULL:
-        return _buffer_base_clear(o)  # out of memory: leave the ring to __dealloc__
+        return _clear_fields(o)  # out of memory: leave the ring to __dealloc__
     for i in range(n):
         held[i] = self._ring[(self._start + i) & self._mask]
     self._start = self._end
     for i in range(n):
         Py_DECREF(<object>held[i])
     PyMem_Free(held)
-    return _buffer_base_clear(o)
+    return _clear_fields(o)
+
+
+cdef inline int _clear_fields(PyObject* o) noexcept:
+    return _buffer_base_clear(o) if _buffer_base_clear != NULL else 0
 
 
 (<_GCSlots*><void*>Buffer).tp_traverse = _buffer_traverse
