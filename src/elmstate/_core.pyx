@@ -1,4 +1,4 @@
-# cython: language_level=3, embedsignature=True
+# cython: language_level=3, embedsignature=True, binding=False
 """The compiled core: the tick loop, command dispatch, the batch wrapper and the
 Buffer ring. It mirrors ``_core_py.py`` (the reference) name for name.
 
@@ -16,6 +16,9 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_DECREF, Py_INCREF
 from cpython.tuple cimport PyTuple_GET_SIZE
+
+cdef extern from "Python.h":
+    PyObject* PyTuple_GET_ITEM(object tuple, Py_ssize_t i)  # borrowed, no checks
 from libc.stdint cimport int64_t
 
 import threading
@@ -26,6 +29,19 @@ from elmstate import _timer
 from elmstate import _validate as check
 from elmstate._cleaners import default_cleaner, trim_count
 from elmstate._errors import Canceled, Closed, DeadlineExceeded, Lagged, NothingUncommitted
+
+cdef extern from "Python.h":
+    object PyObject_Vectorcall(object callable, PyObject** args, size_t nargsf, PyObject* kwnames)
+    size_t PY_VECTORCALL_ARGUMENTS_OFFSET
+
+
+cdef inline object _call1(object fn, object arg):
+    """``fn(arg)`` by vectorcall, with none of the generic call's checks: the tick's calls."""
+    cdef PyObject* args[2]
+    args[0] = NULL  # the slot ARGUMENTS_OFFSET lets a bound method borrow for its self
+    args[1] = <PyObject*>arg
+    return PyObject_Vectorcall(fn, &args[1], 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL)
+
 
 cdef object _Lock = threading.Lock
 cdef object _RLock = threading.RLock
@@ -316,26 +332,33 @@ cdef class Buffer:
     def __exit__(self, *exc_info):
         self.close()
 
-    cdef int _put(self, Context ctx, tuple values) except -1:
-        cdef Py_ssize_t i, n = PyTuple_GET_SIZE(values)
-        cdef object value
+    cdef inline int _put(self, Context ctx, tuple values) except -1:
+        # Inline: the loop's empty put after every tick is only these checks.
         if ctx is not None and ctx._done:
             raise ctx._error()
         if self._closed:
             raise self._closed_error()
-        if n:
-            if self._end - self._start + n > self._mask + 1:
-                self._grow(n)
-            for i in range(n):  # no Python runs from here to the waiter check
-                value = values[i]
-                Py_INCREF(value)
-                self._ring[self._end & self._mask] = <PyObject*>value
-                self._end += 1
-            if self._waiters:
-                with self._cond:
-                    self._cond.notify_all()
+        if PyTuple_GET_SIZE(values):
+            self._append(values)
         if not self._clean_pending:
             self._maybe_clean()
+        return 0
+
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    cdef int _append(self, tuple values) except -1:
+        cdef Py_ssize_t i, n = PyTuple_GET_SIZE(values)
+        cdef PyObject* value
+        if self._end - self._start + n > self._mask + 1:
+            self._grow(n)
+        for i in range(n):  # no Python runs from here to the waiter check
+            value = PyTuple_GET_ITEM(values, i)
+            Py_INCREF(<object>value)
+            self._ring[self._end & self._mask] = value
+            self._end += 1
+        if self._waiters:
+            with self._cond:
+                self._cond.notify_all()
         return 0
 
     cdef int _grow(self, Py_ssize_t extra) except -1:
@@ -558,7 +581,7 @@ cdef class BufferConsumer:
     def __exit__(self, *exc_info):
         self.close()
 
-    cdef object _get(self, Context ctx):
+    cdef inline object _get(self, Context ctx):
         cdef Buffer buffer = self._buffer
         cdef int64_t index = self._read
         if (
@@ -606,8 +629,9 @@ cdef class BufferConsumer:
                 if token:
                     ctx._off_done(token)
 
-    cdef int _commit(self) except -1:
-        self._check_uncommitted("commit")
+    cdef inline int _commit(self) except -1:
+        if self._closed or self._read == self._committed:
+            self._check_uncommitted("commit")  # raises
         self._committed = self._read
         if not self._buffer._clean_pending:
             self._buffer._maybe_clean()
@@ -655,23 +679,26 @@ cdef class _Program:
         return self._dispatch(ctx, command)
 
     cpdef int step(self, Context ctx, object message) except -1:
+        return self._step(ctx, message)
+
+    cdef inline int _step(self, Context ctx, object message) except -1:
         cdef object command = None
         cdef object result
         if message is not None:
-            transform = self.update(message)
+            transform = _call1(self.update, message)
             if transform is not None:
                 if not callable(transform):
                     raise check.not_transform(transform)
-                result = transform(self.model)
+                result = _call1(transform, self.model)
                 if type(result) is tuple and PyTuple_GET_SIZE(result) == 2:
                     self.model = (<tuple>result)[0]
                     command = (<tuple>result)[1]
                 else:
                     self.model, command = check.pair("transform", result, "(model, command)")
-        self.view(self.model)
+        _call1(self.view, self.model)
         return self._dispatch(ctx, command)
 
-    cdef int _dispatch(self, Context ctx, object command) except -1:
+    cdef inline int _dispatch(self, Context ctx, object command) except -1:
         cdef list messages
         cdef bint skip = self.replay is not None and self.replay()  # every tick, as in Go
         if command is None or skip:
@@ -721,25 +748,39 @@ cdef int _loop(_Program program, object consumer, Context ctx) except -1:
     elif type(consumer) is _BatchConsumer:
         wrapped = <_BatchConsumer>consumer
     get, commit = consumer.get, consumer.commit  # bound once, outside the loop
+    cdef bint ticking = False  # a failure rolls back only inside a tick
     if ctx._done:
         raise ctx._error()
     program.start(ctx)
-    while True:
-        if ctx._done:
-            raise ctx._error()
-        try:
-            if direct is not None:
-                program.step(ctx, direct._get(ctx))
+    try:  # one try around the loop: entering a try costs, on every tick
+        if direct is not None:
+            while True:
+                if ctx._done:
+                    raise ctx._error()
+                ticking = True
+                program._step(ctx, direct._get(ctx))
                 direct._commit()
-            elif wrapped is not None:
-                program.step(ctx, wrapped._get(ctx))
+                ticking = False
+        elif wrapped is not None:
+            while True:
+                if ctx._done:
+                    raise ctx._error()
+                ticking = True
+                program._step(ctx, wrapped._get(ctx))
                 wrapped._commit()
-            else:
-                program.step(ctx, get(ctx))
+                ticking = False
+        else:
+            while True:
+                if ctx._done:
+                    raise ctx._error()
+                ticking = True
+                program._step(ctx, get(ctx))
                 commit()
-        except BaseException:
+                ticking = False
+    except BaseException:
+        if ticking:
             _quiet_rollback(consumer)
-            raise
+        raise
 
 
 cdef _quiet_rollback(consumer):
@@ -803,15 +844,21 @@ cdef class _BatchConsumer:
         if not self.drained:
             self.consumer.rollback()
 
-    cdef object _get(self, Context ctx):
+    cdef inline object _get(self, Context ctx):
+        message = self._next(ctx)
+        if message is not _END:
+            return message
+        return self._past_end(ctx)
+
+    cdef inline object _next(self, Context ctx):
+        if self.direct is not None:
+            return self.direct._get(ctx)
+        return self.consumer.get(ctx)
+
+    cdef object _past_end(self, Context ctx):
+        """An end marker was just read: commit it, then end the batch or read on."""
         cdef bint after_end = False
         while True:
-            if self.direct is not None:
-                message = self.direct._get(ctx)
-            else:
-                message = self.consumer.get(ctx)
-            if message is not _END:
-                return message
             try:
                 self._commit()
             except BaseException:
@@ -826,19 +873,28 @@ cdef class _BatchConsumer:
             else:
                 self.put(ctx, _END)
             after_end = True
+            message = self._next(ctx)
+            if message is not _END:
+                return message
 
-    cdef int _commit(self) except -1:
+    cdef inline int _commit(self) except -1:
         if self.direct is not None:
             return self.direct._commit()
         self.consumer.commit()
         return 0
 
 
-def _feed(Context ctx, fetcher, put, list failure):
+def _feed(Context ctx, fetcher, producer, list failure):
+    cdef Buffer buffer = producer if type(producer) is Buffer else None
+    put = producer.put
     try:
         while not ctx._done:
             messages, more = check.pair("fetcher", fetcher(ctx), "(messages, more)")
-            put(ctx, *check.messages("fetcher", messages))
+            values = check.messages("fetcher", messages)
+            if buffer is not None:
+                buffer._put(ctx, values)  # no copy into an argument tuple
+            else:
+                put(ctx, *values)
             if not more:
                 put(ctx, _END)
                 return
@@ -859,7 +915,7 @@ def batch(
     cdef _Program program = _Program(init, update, view, producer, replay)
     cdef list failure = []
     feeder = threading.Thread(
-        target=_feed, args=(inner, fetcher, producer.put, failure), name="elmstate-feeder"
+        target=_feed, args=(inner, fetcher, producer, failure), name="elmstate-feeder"
     )
     feeder.start()
     try:

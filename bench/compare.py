@@ -1,0 +1,477 @@
+"""elmstate against a hand-written loop and the queues a user would otherwise pick.
+
+    pip install '.[bench]' && python bench/compare.py
+
+Everything runs in this one process, round-robin: each round times every
+contender once, in the same order, so slow drift on a shared machine touches
+them all alike. A contender's ratio is the median, over rounds, of its time
+divided by the floor's time in the same round.
+
+The workload (the issue's): N int messages; ``update`` picks a transform that
+adds 1 to the model; ``view`` stores the model; no commands. The last message is
+0, whose transform raises ``_Stop``: that is how the loops that never return
+(``run``, the queue loops) are ended, and the floor pays the same test.
+
+Prints a table (ns per message: min / median / max over rounds, messages per
+second at the median, ratio to the floor), then writes a bar chart (PNG) when
+matplotlib is installed. ``--scaling`` adds the per-message cost of compiled
+``run`` at N = 10^4 .. 10^7 and resident memory while 10^7 messages stream
+through it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import os
+import platform
+import queue
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import elmstate
+from elmstate import _core_py as pure
+
+try:
+    from elmstate import _core as compiled
+except ImportError:  # a pure build: the compiled contenders are left out
+    compiled = None  # type: ignore[assignment]
+
+
+class _Stop(Exception):
+    """Raised by the last message's transform: ends the loops that never return."""
+
+
+# ------------------------------------------------------------------- the workload
+
+_last: list[Any] = [None]
+
+
+def increment(model: int) -> tuple[int, None]:
+    return model + 1, None
+
+
+def stop(model: int) -> tuple[int, None]:
+    raise _Stop
+
+
+def update(message: int) -> Callable[[int], tuple[int, None]]:
+    return increment if message else stop
+
+
+def view(model: int) -> None:
+    _last[0] = model
+
+
+def init() -> tuple[int, None]:
+    return 0, None
+
+
+def messages(n: int) -> list[int]:
+    """n - 1 counted messages, then the 0 that stops the loop."""
+    out = list(range(1, n))
+    out.append(0)
+    return out
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    try:
+        fn()
+    except _Stop:
+        pass
+    return time.perf_counter() - start
+
+
+# ------------------------------------------------------------------ the contenders
+# Each takes the message list, sets up untimed, and returns the seconds it took
+# to process every message. The model must end at N - 1: checked after each run.
+
+
+def floor(msgs: list[int]) -> float:
+    def loop() -> None:
+        model, _ = init()
+        view(model)
+        for m in msgs:
+            t = update(m)
+            model, cmd = t(model)
+            view(model)
+
+    return timed(loop)
+
+
+def core_run(core: Any) -> Callable[[list[int]], float]:
+    def contender(msgs: list[int]) -> float:
+        buf = core.Buffer()
+        consumer = buf.new_consumer()
+        buf.put(None, *msgs)
+        try:
+            return timed(lambda: core.run(init, update, view, buf, consumer))
+        finally:
+            consumer.close()
+            buf.close()
+
+    return contender
+
+
+def core_run_producer(core: Any) -> Callable[[list[int]], float]:
+    """run while another thread puts one message per call, concurrently."""
+
+    def contender(msgs: list[int]) -> float:
+        buf = core.Buffer()
+        consumer = buf.new_consumer()
+        go = threading.Event()
+
+        def produce() -> None:
+            put = buf.put
+            go.wait()
+            for m in msgs:
+                put(None, m)
+
+        producer = threading.Thread(target=produce)
+        producer.start()
+
+        def loop() -> None:
+            go.set()
+            core.run(init, update, view, buf, consumer)
+
+        try:
+            return timed(loop)
+        finally:
+            producer.join()
+            consumer.close()
+            buf.close()
+
+    return contender
+
+
+def core_batch(core: Any, chunk: int = 1000) -> Callable[[list[int]], float]:
+    def contender(msgs: list[int]) -> float:
+        body = msgs[:-1]  # batch ends by itself: no stop message
+        pages = [body[i : i + chunk] for i in range(0, len(body), chunk)]
+        last = len(pages) - 1
+        index = [0]
+
+        def fetcher(ctx: Any) -> tuple[list[int], bool]:
+            i = index[0]
+            index[0] = i + 1
+            return pages[i], i < last
+
+        buf = core.Buffer()
+        consumer = buf.new_consumer()
+        try:
+            return timed(lambda: core.batch(init, update, view, buf, consumer, fetcher))
+        finally:
+            consumer.close()
+            buf.close()
+
+    return contender
+
+
+def simple_queue(msgs: list[int]) -> float:
+    q: queue.SimpleQueue[int] = queue.SimpleQueue()
+    for m in msgs:
+        q.put(m)
+
+    def loop() -> None:
+        get = q.get
+        model, _ = init()
+        view(model)
+        while True:
+            t = update(get())
+            model, cmd = t(model)
+            view(model)
+
+    return timed(loop)
+
+
+def asyncio_queue(msgs: list[int]) -> float:
+    async def main() -> float:
+        q: asyncio.Queue[int] = asyncio.Queue()
+        for m in msgs:
+            q.put_nowait(m)
+
+        async def loop() -> None:
+            model, _ = init()
+            view(model)
+            while True:
+                t = update(await q.get())
+                model, cmd = t(model)
+                view(model)
+
+        start = time.perf_counter()
+        try:
+            await loop()
+        except _Stop:
+            pass
+        return time.perf_counter() - start
+
+    return asyncio.run(main())
+
+
+def pydux_store(msgs: list[int]) -> float:
+    import pydux
+
+    actions = [{"type": "msg", "value": m} for m in msgs]  # pydux actions are dicts
+
+    def reducer(state: Any, action: dict[str, Any]) -> Any:
+        if action["type"] != "msg":
+            return state if state is not None else init()[0]
+        model, _ = update(action["value"])(state)
+        return model
+
+    store = pydux.create_store(reducer)
+    get_state = store.get_state
+    store.subscribe(lambda: view(get_state()))
+    dispatch = store.dispatch
+
+    def loop() -> None:
+        for action in actions:
+            dispatch(action)
+
+    return timed(loop)
+
+
+def reactivex_subject(msgs: list[int]) -> float:
+    from reactivex import operators as ops
+    from reactivex.subject import Subject
+
+    def step(model: int, message: int) -> int:
+        return update(message)(model)[0]
+
+    subject: Subject[int] = Subject()
+    failure: list[BaseException] = []
+    subject.pipe(ops.scan(step, seed=init()[0])).subscribe(view, failure.append)
+    on_next = subject.on_next
+
+    def loop() -> None:
+        for m in msgs:
+            on_next(m)
+
+    seconds = timed(loop)
+    if not failure or not isinstance(failure[0], _Stop):
+        raise RuntimeError(f"reactivex did not stop as expected: {failure!r}")
+    return seconds
+
+
+# ----------------------------------------------------------------------- aggregate
+
+AGGREGATE_BATCH = 10  # messages per aggregate
+MODEL_BYTES = 1024
+
+
+def aggregate_sqlite(keys: int) -> Callable[[list[int]], float]:
+    """aggregate over many keys: each call loads a ~1 KB model, runs 10 messages, saves."""
+    import pickle
+
+    def hydrator(ctx: Any, key: str, value: bytes) -> tuple[Any, None]:
+        return pickle.loads(value), None
+
+    def dehydrator(ctx: Any, key: str, model: Any) -> bytes:
+        return pickle.dumps(model)
+
+    def agg_init() -> tuple[Any, None]:
+        return {"count": 0, "payload": b"x" * (MODEL_BYTES - 60)}, None
+
+    def add(model: dict[str, Any]) -> tuple[dict[str, Any], None]:
+        return {"count": model["count"] + 1, "payload": model["payload"]}, None
+
+    def agg_update(message: int) -> Any:
+        return add
+
+    page = list(range(1, AGGREGATE_BATCH + 1))
+
+    def fetcher(ctx: Any) -> tuple[list[int], bool]:
+        return page, False
+
+    def contender(msgs: list[int]) -> float:
+        with tempfile.TemporaryDirectory() as tmp:
+            store = elmstate.SQLiteStore(os.path.join(tmp, "bench.sqlite3"))
+            names = [f"key-{i}" for i in range(keys)]
+            for name in names:  # every key starts with a stored snapshot
+                store.store(None, name, dehydrator(None, name, agg_init()[0]))
+            buf = elmstate.Buffer()
+            consumer = buf.new_consumer()
+
+            def loop() -> None:
+                for name in names:
+                    elmstate.aggregate(
+                        agg_init, agg_update, view, buf, consumer, fetcher,
+                        store, hydrator, dehydrator, name,
+                    )
+
+            try:
+                seconds = timed(loop)
+                final = hydrator(None, names[-1], store.load(None, names[-1]))[0]
+                if final["count"] != AGGREGATE_BATCH:
+                    raise RuntimeError(f"aggregate stored count {final['count']}")
+            finally:
+                consumer.close()
+                buf.close()
+                store.close()
+        # reported per message, like the rest: seconds / (keys * batch) messages
+        return seconds * len(msgs) / (keys * AGGREGATE_BATCH)
+
+    return contender
+
+
+# ---------------------------------------------------------------------- harness
+
+
+@dataclass
+class Contender:
+    name: str
+    fn: Callable[[list[int]], float]
+    n: int  # messages it processes per round (the pure cores get fewer)
+    target: float | None = None  # the issue's ratio target, if it sets one
+    counts: bool = True  # its last view sees the model N - 1 (checked every round)
+    times: list[float] = field(default_factory=list)  # seconds per message, per round
+    ratios: list[float] = field(default_factory=list)
+
+
+def contenders(n: int, pure_n: int, keys: int) -> list[Contender]:
+    out = [Contender("hand-written loop (floor)", floor, n)]
+    if compiled is not None:
+        out += [
+            Contender("elmstate run, compiled", core_run(compiled), n, 1.2),
+            Contender("elmstate run + producer thread, compiled", core_run_producer(compiled), n, 1.5),
+            Contender("elmstate batch (pages of 1,000), compiled", core_batch(compiled), n, 1.2),
+        ]
+    out += [
+        Contender("elmstate run, pure", core_run(pure), pure_n, 5.0),
+        Contender("elmstate batch (pages of 1,000), pure", core_batch(pure), pure_n),
+        Contender(
+            f"elmstate aggregate, SQLite ({keys:,} keys x {AGGREGATE_BATCH} msgs)",
+            aggregate_sqlite(keys), n, counts=False,
+        ),
+        Contender("queue.SimpleQueue loop", simple_queue, n),
+        Contender("asyncio.Queue loop", asyncio_queue, n),
+    ]
+    for name, fn, module in (
+        ("pydux dispatch + subscriber", pydux_store, "pydux"),
+        ("reactivex Subject + scan", reactivex_subject, "reactivex"),
+    ):
+        try:
+            __import__(module)
+        except ImportError:
+            print(f"skipped {name}: {module} is not installed (pip install '.[bench]')")
+        else:
+            out.append(Contender(name, fn, n))
+    return out
+
+
+def measure(cs: Sequence[Contender], rounds: int) -> None:
+    lists = {c.n: messages(c.n) for c in cs}
+    for r in range(rounds):
+        floor_time = None
+        for c in cs:
+            gc.collect()
+            _last[0] = None
+            seconds = c.fn(lists[c.n]) / (c.n - 1)
+            if c.counts and _last[0] != c.n - 1:
+                raise RuntimeError(f"{c.name}: the last view saw {_last[0]!r}, not {c.n - 1}")
+            c.times.append(seconds)
+            if floor_time is None:
+                floor_time = seconds
+            c.ratios.append(seconds / floor_time)
+        print(f"round {r + 1}/{rounds} done", file=sys.stderr, flush=True)
+
+
+def table(cs: Sequence[Contender]) -> str:
+    head = "| contender | N | ns/msg min | median | max | msg/s | × floor | target |"
+    rows = [head, "|---|--:|--:|--:|--:|--:|--:|--:|"]
+    for c in cs:
+        ns = [t * 1e9 for t in c.times]
+        med = statistics.median(ns)
+        ratio = statistics.median(c.ratios)
+        target = f"≤ {c.target:g}×" if c.target else ""
+        rows.append(
+            f"| {c.name} | {c.n:,} | {min(ns):,.0f} | {med:,.0f} | {max(ns):,.0f} "
+            f"| {1e9 / med / 1e6:,.2f} M | {ratio:.2f} | {target} |"
+        )
+    return "\n".join(rows)
+
+
+def chart(cs: Sequence[Contender], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("no chart: matplotlib is not installed (pip install '.[bench]')")
+        return False
+    names = [c.name for c in cs]
+    med = [statistics.median(c.times) * 1e9 for c in cs]
+    colors = ["#888888" if i == 0 else "#2b6cb0" if "elmstate" in n else "#c05621"
+              for i, n in enumerate(names)]
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(cs) + 1.2))
+    bars = ax.barh(names[::-1], med[::-1], color=colors[::-1])
+    ax.bar_label(bars, labels=[f"{m:,.0f}" for m in med[::-1]], padding=3, fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("ns per message (median, log scale; lower is better)")
+    ax.set_title("elmstate vs. a hand-written loop and common peers", fontsize=10)
+    ax.tick_params(axis="y", labelsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return (
+        f"{cpu}, {os.cpu_count()} CPUs; {platform.python_implementation()} "
+        f"{platform.python_version()}; elmstate {elmstate.__version__} "
+        f"({'compiled' if compiled is not None else 'pure only'})"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-n", type=int, default=1_000_000, help="messages per round")
+    parser.add_argument("--pure-n", type=int, default=200_000, help="messages per round, pure core")
+    parser.add_argument("--keys", type=int, default=2_000, help="aggregate: keys per round")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds (at least 5 for the table)")
+    parser.add_argument("--chart", type=Path, default=Path("bench/compare.png"),
+                        help="where to write the PNG chart")
+    parser.add_argument("--no-chart", action="store_true")
+    parser.add_argument("--only", action="append", default=[], metavar="TEXT",
+                        help="time only contenders whose name contains TEXT (repeatable); "
+                        "the floor always runs")
+    args = parser.parse_args(argv)
+    for name in ("n", "pure_n", "keys", "rounds"):
+        if getattr(args, name) < 2:
+            parser.error(f"--{name.replace('_', '-')} must be at least 2")
+
+    cs = contenders(args.n, args.pure_n, args.keys)
+    if args.only:
+        cs = cs[:1] + [c for c in cs[1:] if any(text in c.name for text in args.only)]
+    print(machine())
+    print(f"{args.rounds} rounds, round-robin, one process", flush=True)
+    measure(cs, args.rounds)
+    print()
+    print(table(cs))
+    if not args.no_chart and chart(cs, args.chart):
+        print(f"\nchart: {args.chart}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
