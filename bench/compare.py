@@ -304,8 +304,16 @@ def aggregate_sqlite(keys: int) -> Callable[[list[int]], float]:
             def loop() -> None:
                 for name in names:
                     elmstate.aggregate(
-                        agg_init, agg_update, view, buf, consumer, fetcher,
-                        store, hydrator, dehydrator, name,
+                        agg_init,
+                        agg_update,
+                        view,
+                        buf,
+                        consumer,
+                        fetcher,
+                        store,
+                        hydrator,
+                        dehydrator,
+                        name,
                     )
 
             try:
@@ -342,7 +350,9 @@ def contenders(n: int, pure_n: int, keys: int) -> list[Contender]:
     if compiled is not None:
         out += [
             Contender("elmstate run, compiled", core_run(compiled), n, 1.2),
-            Contender("elmstate run + producer thread, compiled", core_run_producer(compiled), n, 1.5),
+            Contender(
+                "elmstate run + producer thread, compiled", core_run_producer(compiled), n, 1.5
+            ),
             Contender("elmstate batch (pages of 1,000), compiled", core_batch(compiled), n, 1.2),
         ]
     out += [
@@ -350,7 +360,9 @@ def contenders(n: int, pure_n: int, keys: int) -> list[Contender]:
         Contender("elmstate batch (pages of 1,000), pure", core_batch(pure), pure_n),
         Contender(
             f"elmstate aggregate, SQLite ({keys:,} keys x {AGGREGATE_BATCH} msgs)",
-            aggregate_sqlite(keys), n, counts=False,
+            aggregate_sqlite(keys),
+            n,
+            counts=False,
         ),
         Contender("queue.SimpleQueue loop", simple_queue, n),
         Contender("asyncio.Queue loop", asyncio_queue, n),
@@ -411,8 +423,10 @@ def chart(cs: Sequence[Contender], path: Path) -> bool:
         return False
     names = [c.name for c in cs]
     med = [statistics.median(c.times) * 1e9 for c in cs]
-    colors = ["#888888" if i == 0 else "#2b6cb0" if "elmstate" in n else "#c05621"
-              for i, n in enumerate(names)]
+    colors = [
+        "#888888" if i == 0 else "#2b6cb0" if "elmstate" in n else "#c05621"
+        for i, n in enumerate(names)
+    ]
     fig, ax = plt.subplots(figsize=(9, 0.45 * len(cs) + 1.2))
     bars = ax.barh(names[::-1], med[::-1], color=colors[::-1])
     ax.bar_label(bars, labels=[f"{m:,.0f}" for m in med[::-1]], padding=3, fontsize=8)
@@ -449,12 +463,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--pure-n", type=int, default=200_000, help="messages per round, pure core")
     parser.add_argument("--keys", type=int, default=2_000, help="aggregate: keys per round")
     parser.add_argument("--rounds", type=int, default=5, help="rounds (at least 5 for the table)")
-    parser.add_argument("--chart", type=Path, default=Path("bench/compare.png"),
-                        help="where to write the PNG chart")
+    parser.add_argument(
+        "--chart", type=Path, default=Path("bench/compare.png"), help="where to write the PNG chart"
+    )
     parser.add_argument("--no-chart", action="store_true")
-    parser.add_argument("--only", action="append", default=[], metavar="TEXT",
-                        help="time only contenders whose name contains TEXT (repeatable); "
-                        "the floor always runs")
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="time only contenders whose name contains TEXT (repeatable); the floor always runs",
+    )
     args = parser.parse_args(argv)
     for name in ("n", "pure_n", "keys", "rounds"):
         if getattr(args, name) < 2:

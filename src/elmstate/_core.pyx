@@ -401,22 +401,26 @@ cdef class Buffer:
             return 0
         delay = self._last_clean + self._cooldown - monotonic()
         if delay <= 0:
-            with self._lock:
-                dropped = self._clean()
-            del dropped  # outside the lock: finalisers may run
-            return 0
+            return self._clean()
         self._clean_pending = True
         _timer.schedule(delay, _CleanLater(weakref.ref(self)))
         return 0
 
-    cdef object _clean(self):
-        """Apply the cleaner (lock held); returns the dropped messages to release."""
-        cdef int64_t size, n, i, cap
+    cdef int _clean(self) except -1:
+        """Apply the cleaner, then release what it dropped (not under the lock)."""
+        cdef int64_t target = 0
+        with self._lock:
+            target = self._clean_target()
+        return self._drop_to(target)
+
+    cdef int64_t _clean_target(self) except? -1:
+        """Ask the cleaner (lock held); returns the absolute index to drop up to."""
+        cdef int64_t size, n
         cdef BufferConsumer consumer
         self._clean_pending = False  # commits from now on schedule another pass
         self._last_clean = monotonic()
         if self._closed:
-            return None
+            return self._start
         live = []
         for ref in self._consumers:
             consumer = ref()
@@ -436,22 +440,38 @@ cdef class Buffer:
                 n = trim_count(self._cleaner(size, offsets), size)
             except Exception as exc:  # user code run off-thread: surface it
                 self._close(exc)
-                return None
-        if n <= 0:
-            return None
-        dropped = PyList_New(n)
-        for i in range(n):  # no Python runs: the ring's references move to the list
-            PyList_SET_ITEM(dropped, i, <object>self._ring[(self._start + i) & self._mask])
-        self._start += n
-        size -= n
-        if self._mask >= _SHRINK_ABOVE and 4 * size <= self._mask:
-            cap = _MIN_CAPACITY
-            while cap < 2 * size:
-                cap *= 2
-            self._resize(cap)  # give back what a burst took, keeping room to grow
-        if self._waiters:
-            self._cond.notify_all()  # a lagging consumer must wake up to learn it
-        return dropped
+                return self._start
+        return self._start + n if n > 0 else self._start
+
+    cdef int _drop_to(self, int64_t target) except -1:
+        """Drop messages below ``target`` a chunk at a time.
+
+        Each chunk's references move out of the ring under the lock and are
+        released after it (finalisers may run), into a buffer on the stack: no
+        allocation, however many messages a pass drops.
+        """
+        cdef PyObject* held[256]
+        cdef int64_t i, k, size, cap
+        while True:
+            with self._lock:
+                k = target - self._start
+                if k > 256:
+                    k = 256
+                if k <= 0:
+                    size = self._end - self._start
+                    if self._mask >= _SHRINK_ABOVE and 4 * size <= self._mask:
+                        cap = _MIN_CAPACITY
+                        while cap < 2 * size:
+                            cap *= 2
+                        self._resize(cap)  # give back what a burst took, keeping room to grow
+                    if self._waiters:
+                        self._cond.notify_all()  # a lagging consumer must wake up to learn it
+                    return 0
+                for i in range(k):  # no Python runs: the references move to held
+                    held[i] = self._ring[(self._start + i) & self._mask]
+                self._start += k
+            for i in range(k):
+                Py_DECREF(<object>held[i])
 
 
 # The ring's references are invisible to Cython's generated tp_traverse and
@@ -519,9 +539,7 @@ cdef class _CleanLater:
         cdef Buffer buffer = self.buffer()
         if buffer is None:
             return
-        with buffer._lock:
-            dropped = buffer._clean()
-        del dropped
+        buffer._clean()
 
 
 @cython.final
@@ -650,11 +668,7 @@ cdef class BufferConsumer:
 
 @cython.final
 cdef class _Program:
-    """A program's state and one tick's logic, apart from where messages come from.
-
-    ``start`` is the first tick, ``step`` any later one; waiting for the next
-    message is the driver's business, so an asyncio driver can reuse this as is.
-    """
+    """A program's callbacks and model, and the parts of a tick apart from the loop."""
 
     cdef object init
     cdef object update
@@ -673,15 +687,14 @@ cdef class _Program:
             self.buffer = <Buffer>producer
         self.replay = replay
 
-    cpdef int start(self, Context ctx) except -1:
+    cdef int start(self, Context ctx) except -1:
+        """The first tick: init, view, and init's commands."""
         self.model, command = check.pair("init", self.init(), "(model, command)")
         self.view(self.model)
         return self._dispatch(ctx, command)
 
-    cpdef int step(self, Context ctx, object message) except -1:
-        return self._step(ctx, message)
-
     cdef inline int _step(self, Context ctx, object message) except -1:
+        """A later tick, once its message is read (the twin writes this out in _loop)."""
         cdef object command = None
         cdef object result
         if message is not None:

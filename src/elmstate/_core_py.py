@@ -221,8 +221,10 @@ class Buffer:
     def __init__(self) -> None:
         self._lock = threading.RLock()  # re-entrant: a finaliser run by the GC under it may put
         self._cond = threading.Condition(self._lock)
-        self._items: list[Any] = []
-        self._start = 0  # absolute index of _items[0]
+        # (messages, absolute index of messages[0]), replaced whole when the
+        # cleaner drops: a reader that loads it once sees a consistent pair, so
+        # get needs no lock. Puts append to the list under the lock.
+        self._span: tuple[list[Any], int] = ([], 0)
         self._consumers: weakref.WeakSet[BufferConsumer] = weakref.WeakSet()
         self._closed = False
         self._close_cause: BaseException | None = None
@@ -235,27 +237,30 @@ class Buffer:
     def put(self, ctx: Context | None, *values: Any) -> None:
         """Append ``values`` in order; never blocks."""
         if ctx is not None:
-            if not isinstance(ctx, Context):
+            if type(ctx) is not Context:
                 raise TypeError(
                     f"ctx must be an elmstate.Context or None, got {type(ctx).__name__}"
                 )
             if ctx._done:
                 raise ctx._error()
-        with self._lock:
-            if self._closed:
-                raise self._closed_error()
-            self._items.extend(values)
-            if self._waiters:
-                self._cond.notify_all()
-            dropped = self._maybe_clean()
-        del dropped
+        if self._closed:
+            raise self._closed_error()
+        if values:
+            with self._lock:
+                if self._closed:
+                    raise self._closed_error()
+                self._span[0].extend(values)
+                if self._waiters:
+                    self._cond.notify_all()
+        if not self._clean_pending:
+            self._maybe_clean()
 
     def new_consumer(self) -> BufferConsumer:
         """A consumer reading from the oldest message the buffer still holds."""
         with self._lock:
             if self._closed:
                 raise self._closed_error()
-            consumer = BufferConsumer._attach(self, self._start)
+            consumer = BufferConsumer._attach(self, self._span[1])
             self._consumers.add(consumer)
             return consumer
 
@@ -268,24 +273,23 @@ class Buffer:
         with self._lock:
             self._cleaner = cleaner
             self._cooldown = seconds
-            dropped = self._maybe_clean()
-        del dropped
+        self._maybe_clean()
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._span[0])
 
     def slice(self) -> list[Any]:
         """A copy of the messages held, oldest first."""
         with self._lock:
-            return list(self._items)
+            return list(self._span[0])
 
     def diff(self, consumer: BufferConsumer) -> int:
         """How many held messages ``consumer`` has not read yet."""
         if not isinstance(consumer, BufferConsumer) or consumer._buffer is not self:
             raise ValueError("consumer must be a consumer of this buffer")
-        with self._lock:
-            unread = self._start + len(self._items) - consumer._read
-            return unread if unread < len(self._items) else len(self._items)
+        items, start = self._span
+        unread = start + len(items) - consumer._read
+        return unread if unread < len(items) else len(items)
 
     def close(self) -> None:
         """End the buffer: puts raise Closed, blocked gets wake with Closed; idempotent."""
@@ -298,7 +302,7 @@ class Buffer:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    # Internal; every method below runs with self._lock held.
+    # Internal.
 
     def _close(self, cause: BaseException | None) -> None:
         if not self._closed:
@@ -313,37 +317,46 @@ class Buffer:
         error.__cause__ = self._close_cause
         return error
 
-    def _maybe_clean(self) -> list[Any] | None:
-        """Run or schedule the cleaner; returns dropped messages to release unlocked."""
+    def _maybe_clean(self) -> None:
+        """Run the cleaner now, or schedule it once the cooldown has passed."""
         if self._clean_pending or self._closed:
-            return None
+            return
         delay = self._last_clean + self._cooldown - time.monotonic()
         if delay <= 0:
-            return self._clean()
+            self._clean()
+            return
         self._clean_pending = True
         _timer.schedule(delay, _CleanLater(weakref.ref(self)))
-        return None
 
-    def _clean(self) -> list[Any] | None:
-        self._clean_pending = False
+    def _clean(self) -> None:
+        """Apply the cleaner, then release what it dropped (not under the lock)."""
+        with self._lock:
+            dropped = self._drop(self._clean_count())
+        del dropped  # outside the lock: finalisers may run
+
+    def _clean_count(self) -> int:
+        """Ask the cleaner (lock held) how many of the oldest messages to drop."""
+        self._clean_pending = False  # commits from now on schedule another pass
         self._last_clean = time.monotonic()
         if self._closed:
-            return None
-        start = self._start
+            return 0
+        items, start = self._span
         offsets = [c._committed - start for c in self._consumers if not c._closed]
         try:
-            n = trim_count(self._cleaner(len(self._items), offsets), len(self._items))
+            return trim_count(self._cleaner(len(items), offsets), len(items))
         except Exception as exc:  # the cleaner is user code run off-thread: surface it
             self._close(exc)
-            return None
+            return 0
+
+    def _drop(self, n: int) -> list[Any] | None:
+        """Drop the ``n`` oldest messages (lock held); returns the old list to release."""
         if n <= 0:
             return None
-        dropped = self._items[:n]
-        del self._items[:n]
-        self._start += n
+        items, start = self._span
+        self._span = (items[n:], start + n)  # one store: readers see old or new, whole
         if self._waiters:
             self._cond.notify_all()  # a lagging consumer must wake up to learn it
-        return dropped
+        return items
 
 
 class _CleanLater:
@@ -356,9 +369,7 @@ class _CleanLater:
         buffer = self.buffer()
         if buffer is None:
             return
-        with buffer._lock:
-            dropped = buffer._clean()
-        del dropped
+        buffer._clean()
 
 
 class _Waker:
@@ -400,8 +411,24 @@ class BufferConsumer:
 
     def get(self, ctx: Context | None = None) -> Any:
         """The next message, blocking until one is put, ``ctx`` ends or a close."""
-        if ctx is not None and not isinstance(ctx, Context):
+        if ctx is not None and type(ctx) is not Context:
             raise TypeError(f"ctx must be an elmstate.Context or None, got {type(ctx).__name__}")
+        buffer = self._buffer
+        read = self._read
+        items, start = buffer._span
+        index = read - start
+        if (
+            0 <= index < len(items)
+            and not self._closed
+            and not buffer._closed
+            and (ctx is None or not ctx._done)
+        ):
+            self._read = read + 1
+            return items[index]
+        return self._wait(ctx)
+
+    def _wait(self, ctx: Context | None) -> Any:
+        """The slow path of get: errors, or waiting for a put."""
         buffer = self._buffer
         token = 0
         with buffer._lock:
@@ -413,14 +440,15 @@ class BufferConsumer:
                         raise buffer._closed_error()
                     if ctx is not None and ctx._done:
                         raise ctx._error()
-                    index = self._read - buffer._start
+                    items, start = buffer._span
+                    index = self._read - start
                     if index < 0:
                         raise Lagged(
                             f"the cleaner dropped {-index} message(s) this consumer had not read"
                         )
-                    if index < len(buffer._items):
+                    if index < len(items):
                         self._read += 1
-                        return buffer._items[index]
+                        return items[index]
                     if ctx is not None and token == 0:
                         token = ctx._on_done(_Waker(buffer._cond))
                         continue  # 0 means ctx ended meanwhile: the check above raises
@@ -435,18 +463,17 @@ class BufferConsumer:
 
     def commit(self) -> None:
         """Make the reads since the last commit permanent."""
+        if self._closed or self._read == self._committed:
+            self._check_uncommitted("commit")  # raises
+        self._committed = self._read
         buffer = self._buffer
-        with buffer._lock:
-            self._check_uncommitted("commit")
-            self._committed = self._read
-            dropped = buffer._maybe_clean()
-        del dropped
+        if not buffer._clean_pending:
+            buffer._maybe_clean()
 
     def rollback(self) -> None:
         """Return to the last commit: the same messages are read again."""
-        with self._buffer._lock:
-            self._check_uncommitted("rollback")
-            self._read = self._committed
+        self._check_uncommitted("rollback")
+        self._read = self._committed
 
     def close(self) -> None:
         """Detach from the buffer; a blocked get wakes with Closed; idempotent."""
@@ -457,8 +484,7 @@ class BufferConsumer:
             self._closed = True
             buffer._consumers.discard(self)
             buffer._cond.notify_all()
-            dropped = buffer._maybe_clean()
-        del dropped
+        buffer._maybe_clean()
 
     def __enter__(self) -> BufferConsumer:
         return self
@@ -477,13 +503,9 @@ class BufferConsumer:
 
 
 class _Program:
-    """A program's state and one tick's logic, apart from where messages come from.
+    """A program's callbacks and model, and the parts of a tick apart from the loop."""
 
-    ``start`` is the first tick, ``step`` any later one; waiting for the next
-    message is the driver's business, so an asyncio driver can reuse this as is.
-    """
-
-    __slots__ = ("init", "update", "view", "put", "replay", "model")
+    __slots__ = ("init", "update", "view", "put", "buffer", "replay", "model")
 
     def __init__(
         self,
@@ -497,24 +519,14 @@ class _Program:
         self.update = update
         self.view = view
         self.put = producer.put
+        # the producer when it is a Buffer: the loop's empty put skips the call
+        self.buffer = producer if type(producer) is Buffer else None
         self.replay = replay
         self.model: Any = None
 
     def start(self, ctx: Context) -> None:
+        """The first tick: init, view, and init's commands."""
         self.model, command = check.pair("init", self.init(), "(model, command)")
-        self.view(self.model)
-        self._dispatch(ctx, command)
-
-    def step(self, ctx: Context, message: Any) -> None:
-        command = None
-        if message is not None:
-            transform = self.update(message)
-            if transform is not None:
-                if not callable(transform):
-                    raise check.not_transform(transform)
-                self.model, command = check.pair(
-                    "transform", transform(self.model), "(model, command)"
-                )
         self.view(self.model)
         self._dispatch(ctx, command)
 
@@ -554,16 +566,47 @@ def _loop(program: _Program, consumer: Consumer, ctx: Context) -> NoReturn:
     if ctx._done:
         raise ctx._error()
     program.start(ctx)
+    # Every later tick, written out in one place: in pure Python a call costs
+    # more than the small steps it would wrap.
+    update, view, replay, buffer = program.update, program.view, program.replay, program.buffer
     get, commit = consumer.get, consumer.commit
-    while True:
-        if ctx._done:
-            raise ctx._error()
-        try:
-            program.step(ctx, get(ctx))
+    model = program.model
+    ticking = False  # a failure rolls back only inside a tick
+    try:
+        while True:
+            if ctx._done:
+                raise ctx._error()
+            ticking = True
+            message = get(ctx)
+            command = None
+            if message is not None:
+                transform = update(message)
+                if transform is not None:
+                    if not callable(transform):
+                        raise check.not_transform(transform)
+                    result = transform(model)
+                    if type(result) is tuple and len(result) == 2:
+                        model, command = result
+                    else:
+                        model, command = check.pair("transform", result, "(model, command)")
+            view(model)
+            if command is None and replay is None and buffer is not None:
+                # Buffer.put(ctx) with no values: only its checks
+                if ctx._done:
+                    raise ctx._error()
+                if buffer._closed:
+                    raise buffer._closed_error()
+                if not buffer._clean_pending:
+                    buffer._maybe_clean()
+            else:
+                program._dispatch(ctx, command)
             commit()
-        except BaseException:
+            ticking = False
+    except BaseException:
+        program.model = model  # the model the last view saw: batch returns it
+        if ticking:
             _quiet_rollback(consumer)
-            raise
+        raise
 
 
 def _quiet_rollback(consumer: Consumer) -> None:
@@ -619,12 +662,16 @@ class _BatchConsumer:
         self.drained = False
 
     def get(self, ctx: Context | None) -> Any:
+        message = self.consumer.get(ctx)
+        if message is not _END:
+            return message
+        return self._past_end(ctx)
+
+    def _past_end(self, ctx: Context | None) -> Any:
+        """An end marker was just read: commit it, then end the batch or read on."""
         consumer = self.consumer
         after_end = False
         while True:
-            message = consumer.get(ctx)
-            if message is not _END:
-                return message
             try:
                 consumer.commit()
             except BaseException:
@@ -635,6 +682,9 @@ class _BatchConsumer:
                 raise _Drained
             self.put(ctx, _END)  # goes behind everything commands produced meanwhile
             after_end = True
+            message = consumer.get(ctx)
+            if message is not _END:
+                return message
 
     def commit(self) -> None:
         self.consumer.commit()
@@ -647,9 +697,10 @@ class _BatchConsumer:
 def _feed(
     ctx: Context,
     fetcher: Callable[[Context], tuple[Sequence[Any], bool]],
-    put: Callable[..., None],
+    producer: Producer,
     failure: list[BaseException],
 ) -> None:
+    put = producer.put
     try:
         while not ctx._done:
             messages, more = check.pair("fetcher", fetcher(ctx), "(messages, more)")
@@ -681,7 +732,7 @@ def batch(
     program = _Program(init, update, view, producer, replay)
     failure: list[BaseException] = []
     feeder = threading.Thread(
-        target=_feed, args=(inner, fetcher, producer.put, failure), name="elmstate-feeder"
+        target=_feed, args=(inner, fetcher, producer, failure), name="elmstate-feeder"
     )
     feeder.start()
     try:
