@@ -331,6 +331,92 @@ def aggregate_sqlite(keys: int) -> Callable[[list[int]], float]:
     return contender
 
 
+# ------------------------------------------------------------------------ scaling
+
+SCALING_NS = (10_000, 100_000, 1_000_000, 10_000_000)
+STREAM_N = 10_000_000
+STREAM_CHUNK = 1_000
+STREAM_HIGH_WATER = 100_000  # the producer waits while the buffer holds more
+
+
+def rss_mb() -> float:
+    """Resident memory of this process (Linux: /proc; elsewhere, peak RSS)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def scaling(rounds: int) -> str:
+    """Per-message cost of compiled run over a pre-filled Buffer, N = 10^4 .. 10^7."""
+    run = core_run(compiled)
+    times: dict[int, list[float]] = {n: [] for n in SCALING_NS}
+    lists = {n: messages(n) for n in SCALING_NS}
+    for _ in range(rounds):
+        for n in SCALING_NS:
+            gc.collect()
+            times[n].append(run(lists[n]) / (n - 1))
+            if _last[0] != n - 1:
+                raise RuntimeError(f"scaling N={n}: the last view saw {_last[0]!r}")
+    base = statistics.median(times[1_000_000]) * 1e9
+    rows = ["| N | ns/msg min | median | max | vs N = 10^6 |", "|--:|--:|--:|--:|--:|"]
+    for n in SCALING_NS:
+        ns = [t * 1e9 for t in times[n]]
+        med = statistics.median(ns)
+        rows.append(
+            f"| {n:,} | {min(ns):,.0f} | {med:,.0f} | {max(ns):,.0f} | {med / base - 1:+.1%} |"
+        )
+    return "\n".join(rows)
+
+
+def streaming() -> str:
+    """Resident memory while STREAM_N fresh messages stream through compiled run.
+
+    A producer thread puts pages of fresh ints and waits while the buffer holds
+    more than STREAM_HIGH_WATER (a producer that outran the loop would grow the
+    buffer by design, not leak). Memory is sampled by the producer.
+    """
+    buf = compiled.Buffer()
+    consumer = buf.new_consumer()
+    samples: list[tuple[int, float]] = []
+
+    def produce() -> None:
+        put = buf.put
+        for start in range(1, STREAM_N, STREAM_CHUNK):
+            while len(buf) > STREAM_HIGH_WATER:
+                time.sleep(0.0005)
+            put(None, *range(start, min(start + STREAM_CHUNK, STREAM_N)))
+            if start // STREAM_CHUNK % 500 == 0:
+                samples.append((start, rss_mb()))
+        put(None, 0)
+
+    producer = threading.Thread(target=produce)
+    gc.collect()
+    before = rss_mb()
+    started = time.perf_counter()
+    producer.start()
+    try:
+        compiled.run(init, update, view, buf, consumer)
+    except _Stop:
+        pass
+    seconds = time.perf_counter() - started
+    producer.join()
+    consumer.close()
+    buf.close()
+    if _last[0] != STREAM_N - 1:
+        raise RuntimeError(f"streaming: the last view saw {_last[0]!r}")
+    warm = [mb for i, mb in samples if i >= STREAM_N // 10]
+    return (
+        f"{STREAM_N:,} fresh messages streamed through compiled run in {seconds:.2f} s "
+        f"({seconds / STREAM_N * 1e9:,.0f} ns/msg, producer thread, pages of {STREAM_CHUNK:,}); "
+        f"RSS {before:,.1f} MB before, {warm[0]:,.1f} MB after 10%, "
+        f"{max(warm):,.1f} MB at most, {warm[-1]:,.1f} MB at the end"
+    )
+
+
 # ---------------------------------------------------------------------- harness
 
 
@@ -468,6 +554,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--no-chart", action="store_true")
     parser.add_argument(
+        "--scaling",
+        action="store_true",
+        help="also: compiled run at N = 10^4 .. 10^7, and RSS over a 10^7 stream",
+    )
+    parser.add_argument(
         "--only",
         action="append",
         default=[],
@@ -489,6 +580,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(table(cs))
     if not args.no_chart and chart(cs, args.chart):
         print(f"\nchart: {args.chart}")
+    if args.scaling:
+        if compiled is None:
+            print("\nno scaling: the compiled core is not installed")
+        else:
+            print(f"\nPer-message cost by N, compiled run, {args.rounds} rounds:\n")
+            print(scaling(args.rounds))
+            print()
+            print(streaming())
     return 0
 
 

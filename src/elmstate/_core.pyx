@@ -13,12 +13,10 @@ re-enable the GIL for this module, since it does not declare itself safe there.
 cimport cython
 from cpython.list cimport PyList_New, PyList_SET_ITEM
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
-from cpython.object cimport PyObject
+from cpython.object cimport PyObject, PyTypeObject
 from cpython.ref cimport Py_DECREF, Py_INCREF
+from cpython.sequence cimport PySequence_Fast_ITEMS
 from cpython.tuple cimport PyTuple_GET_SIZE
-
-cdef extern from "Python.h":
-    PyObject* PyTuple_GET_ITEM(object tuple, Py_ssize_t i)  # borrowed, no checks
 from libc.stdint cimport int64_t
 
 import threading
@@ -47,7 +45,6 @@ cdef object _Lock = threading.Lock
 cdef object _RLock = threading.RLock
 cdef object _Condition = threading.Condition
 cdef object _Event = threading.Event
-cdef tuple _EMPTY = ()
 cdef int64_t _MIN_CAPACITY = 16
 cdef int64_t _SHRINK_ABOVE = 1024  # rings this small are never shrunk
 
@@ -272,9 +269,8 @@ cdef class Buffer:
             PyMem_Free(self._ring)
             self._ring = NULL
 
-    def put(self, ctx, *values):
-        """Append ``values`` in order; never blocks."""
-        self._put(_optional_context(ctx), values)
+    # put(ctx, *values) is installed below the class as a METH_FASTCALL method,
+    # so that a call builds no argument tuple.
 
     def new_consumer(self):
         """A consumer reading from the oldest message the buffer still holds."""
@@ -332,29 +328,29 @@ cdef class Buffer:
     def __exit__(self, *exc_info):
         self.close()
 
-    cdef inline int _put(self, Context ctx, tuple values) except -1:
+    cdef inline int _put(self, Context ctx, PyObject** values, Py_ssize_t n) except -1:
         # Inline: the loop's empty put after every tick is only these checks.
         if ctx is not None and ctx._done:
             raise ctx._error()
         if self._closed:
             raise self._closed_error()
-        if PyTuple_GET_SIZE(values):
-            self._append(values)
+        if n:
+            self._append(values, n)
         if not self._clean_pending:
             self._maybe_clean()
         return 0
 
-    @cython.boundscheck(False)
-    @cython.wraparound(False)
-    cdef int _append(self, tuple values) except -1:
-        cdef Py_ssize_t i, n = PyTuple_GET_SIZE(values)
-        cdef PyObject* value
+    cdef inline int _put_seq(self, Context ctx, object values) except -1:
+        """put of a tuple or list."""
+        return self._put(ctx, PySequence_Fast_ITEMS(values), len(values))
+
+    cdef int _append(self, PyObject** values, Py_ssize_t n) except -1:
+        cdef Py_ssize_t i
         if self._end - self._start + n > self._mask + 1:
             self._grow(n)
         for i in range(n):  # no Python runs from here to the waiter check
-            value = PyTuple_GET_ITEM(values, i)
-            Py_INCREF(<object>value)
-            self._ring[self._end & self._mask] = value
+            Py_INCREF(<object>values[i])
+            self._ring[self._end & self._mask] = values[i]
             self._end += 1
         if self._waiters:
             with self._cond:
@@ -526,6 +522,42 @@ cdef inline int _clear_fields(PyObject* o) noexcept:
 
 (<_GCSlots*><void*>Buffer).tp_traverse = _buffer_traverse
 (<_GCSlots*><void*>Buffer).tp_clear = _buffer_clear
+
+
+cdef extern from "Python.h":
+    ctypedef struct PyMethodDef:
+        const char* ml_name
+        void* ml_meth
+        int ml_flags
+        const char* ml_doc
+    int METH_FASTCALL
+    int METH_KEYWORDS
+    object PyDescr_NewMethod(PyTypeObject* type, PyMethodDef* method)
+    void PyType_Modified(PyTypeObject* type)
+
+
+cdef object _buffer_put(object self, PyObject** args, Py_ssize_t nargs, PyObject* kwnames):
+    """Buffer.put(ctx, *values), called with the caller's argument array."""
+    if kwnames != NULL and PyTuple_GET_SIZE(<object>kwnames):
+        if nargs == 0 and <object>kwnames == ("ctx",):  # put(ctx=...): no values
+            (<Buffer>self)._put(_optional_context(<object>args[0]), NULL, 0)
+            return None
+        raise TypeError("put() takes ctx and then the values as positional arguments")
+    if nargs == 0:
+        raise TypeError("put() missing 1 required positional argument: 'ctx'")
+    (<Buffer>self)._put(_optional_context(<object>args[0]), args + 1, nargs - 1)
+    return None
+
+
+cdef PyMethodDef _buffer_put_def
+_buffer_put_def.ml_name = "put"
+_buffer_put_def.ml_meth = <void*>_buffer_put
+_buffer_put_def.ml_flags = METH_FASTCALL | METH_KEYWORDS
+_buffer_put_def.ml_doc = "put(self, ctx, *values)\n--\n\nAppend ``values`` in order; never blocks."
+(<dict>(<PyTypeObject*>Buffer).tp_dict)["put"] = PyDescr_NewMethod(
+    <PyTypeObject*>Buffer, &_buffer_put_def
+)
+PyType_Modified(<PyTypeObject*>Buffer)
 
 
 @cython.final
@@ -715,7 +747,7 @@ cdef class _Program:
         cdef list messages
         cdef bint skip = self.replay is not None and self.replay()  # every tick, as in Go
         if command is None or skip:
-            return self._put(ctx, _EMPTY)
+            return self._put(ctx, None)
         if type(command) is list:
             entries = command
         else:
@@ -734,12 +766,18 @@ cdef class _Program:
                         messages = [message]
                     else:
                         messages.append(message)
-        return self._put(ctx, _EMPTY if messages is None else tuple(messages))
+        return self._put(ctx, messages)
 
-    cdef inline int _put(self, Context ctx, tuple messages) except -1:
+    cdef inline int _put(self, Context ctx, list messages) except -1:
+        """The tick's put, of ``messages`` (None: no messages)."""
         if self.buffer is not None:
-            return self.buffer._put(ctx, messages)
-        self.put(ctx, *messages)
+            if messages is None:
+                return self.buffer._put(ctx, NULL, 0)
+            return self.buffer._put_seq(ctx, messages)
+        if messages is None:
+            self.put(ctx)
+        else:
+            self.put(ctx, *messages)
         return 0
 
 
@@ -882,7 +920,7 @@ cdef class _BatchConsumer:
                 raise _Drained
             # goes behind everything commands produced meanwhile
             if self.buffer is not None:
-                self.buffer._put(ctx, (_END,))
+                self.buffer._put_seq(ctx, (_END,))
             else:
                 self.put(ctx, _END)
             after_end = True
@@ -903,11 +941,10 @@ def _feed(Context ctx, fetcher, producer, list failure):
     try:
         while not ctx._done:
             messages, more = check.pair("fetcher", fetcher(ctx), "(messages, more)")
-            values = check.messages("fetcher", messages)
-            if buffer is not None:
-                buffer._put(ctx, values)  # no copy into an argument tuple
+            if buffer is not None and (type(messages) is list or type(messages) is tuple):
+                buffer._put_seq(ctx, messages)  # straight from the page: no copies
             else:
-                put(ctx, *values)
+                put(ctx, *check.messages("fetcher", messages))
             if not more:
                 put(ctx, _END)
                 return
