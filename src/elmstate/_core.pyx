@@ -524,6 +524,11 @@ cdef inline int _clear_fields(PyObject* o) noexcept:
 (<_GCSlots*><void*>Buffer).tp_clear = _buffer_clear
 
 
+# Buffer.put and BufferConsumer.get are the calls a producer or consumer makes
+# per message. Cython's wrappers for them would build an argument tuple (put's
+# *values) or parse keywords generically (get), so both are installed as
+# METH_FASTCALL methods that read the caller's argument array directly.
+
 cdef extern from "Python.h":
     ctypedef struct PyMethodDef:
         const char* ml_name
@@ -536,8 +541,16 @@ cdef extern from "Python.h":
     void PyType_Modified(PyTypeObject* type)
 
 
+cdef int _install(object cls, PyMethodDef* method) except -1:
+    (<dict>(<PyTypeObject*>cls).tp_dict)[method.ml_name.decode()] = PyDescr_NewMethod(
+        <PyTypeObject*>cls, method
+    )
+    PyType_Modified(<PyTypeObject*>cls)
+    return 0
+
+
 cdef object _buffer_put(object self, PyObject** args, Py_ssize_t nargs, PyObject* kwnames):
-    """Buffer.put(ctx, *values), called with the caller's argument array."""
+    """Buffer.put(ctx, *values)."""
     if kwnames != NULL and PyTuple_GET_SIZE(<object>kwnames):
         if nargs == 0 and <object>kwnames == ("ctx",):  # put(ctx=...): no values
             (<Buffer>self)._put(_optional_context(<object>args[0]), NULL, 0)
@@ -554,10 +567,7 @@ _buffer_put_def.ml_name = "put"
 _buffer_put_def.ml_meth = <void*>_buffer_put
 _buffer_put_def.ml_flags = METH_FASTCALL | METH_KEYWORDS
 _buffer_put_def.ml_doc = "put(self, ctx, *values)\n--\n\nAppend ``values`` in order; never blocks."
-(<dict>(<PyTypeObject*>Buffer).tp_dict)["put"] = PyDescr_NewMethod(
-    <PyTypeObject*>Buffer, &_buffer_put_def
-)
-PyType_Modified(<PyTypeObject*>Buffer)
+_install(Buffer, &_buffer_put_def)
 
 
 @cython.final
@@ -601,9 +611,7 @@ cdef class BufferConsumer:
     def __init__(self, *args, **kwargs):
         raise TypeError("use Buffer.new_consumer() to make a consumer")
 
-    def get(self, ctx=None):
-        """The next message, blocking until one is put, ``ctx`` ends or a close."""
-        return self._get(_optional_context(ctx))
+    # get(ctx=None) is installed below the class as a METH_FASTCALL method.
 
     def commit(self):
         """Make the reads since the last commit permanent."""
@@ -693,6 +701,29 @@ cdef class BufferConsumer:
         if self._read == self._committed:
             raise NothingUncommitted(f"{what}: nothing uncommitted")
         return 0
+
+
+cdef object _consumer_get(object self, PyObject** args, Py_ssize_t nargs, PyObject* kwnames):
+    """BufferConsumer.get(ctx=None)."""
+    cdef Py_ssize_t n = nargs
+    if kwnames != NULL and PyTuple_GET_SIZE(<object>kwnames):
+        if nargs or <object>kwnames != ("ctx",):
+            raise TypeError("get() takes one argument, ctx")
+        n = 1
+    if n > 1:
+        raise TypeError(f"get() takes at most 1 argument ({n} given)")
+    return (<BufferConsumer>self)._get(_optional_context(<object>args[0] if n else None))
+
+
+cdef PyMethodDef _consumer_get_def
+_consumer_get_def.ml_name = "get"
+_consumer_get_def.ml_meth = <void*>_consumer_get
+_consumer_get_def.ml_flags = METH_FASTCALL | METH_KEYWORDS
+_consumer_get_def.ml_doc = (
+    "get(self, ctx=None)\n--\n\n"
+    "The next message, blocking until one is put, ``ctx`` ends or a close."
+)
+_install(BufferConsumer, &_consumer_get_def)
 
 
 # --------------------------------------------------------------------------- the loop
