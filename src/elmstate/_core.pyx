@@ -393,14 +393,19 @@ cdef class Buffer:
 
     cdef int _maybe_clean(self) except -1:
         """Run the cleaner now, or schedule it once the cooldown has passed."""
+        cdef int64_t target = 0
         if self._clean_pending or self._closed:
             return 0
-        delay = self._last_clean + self._cooldown - monotonic()
-        if delay <= 0:
-            return self._clean()
-        self._clean_pending = True
-        _timer.schedule(delay, _CleanLater(weakref.ref(self)))
-        return 0
+        with self._lock:  # decide once: two callers must not both clean, or both schedule
+            if self._clean_pending or self._closed:
+                return 0
+            delay = self._last_clean + self._cooldown - monotonic()
+            if delay > 0:
+                self._clean_pending = True
+                _timer.schedule(delay, _CleanLater(weakref.ref(self)))
+                return 0
+            target = self._clean_target()
+        return self._drop_to(target)
 
     cdef int _clean(self) except -1:
         """Apply the cleaner, then release what it dropped (not under the lock)."""

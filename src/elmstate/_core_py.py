@@ -321,18 +321,22 @@ class Buffer:
         """Run the cleaner now, or schedule it once the cooldown has passed."""
         if self._clean_pending or self._closed:
             return
-        delay = self._last_clean + self._cooldown - time.monotonic()
-        if delay <= 0:
-            self._clean()
-            return
-        self._clean_pending = True
-        _timer.schedule(delay, _CleanLater(weakref.ref(self)))
+        with self._lock:  # decide once: two callers must not both clean, or both schedule
+            if self._clean_pending or self._closed:
+                return
+            delay = self._last_clean + self._cooldown - time.monotonic()
+            if delay > 0:
+                self._clean_pending = True
+                _timer.schedule(delay, _CleanLater(weakref.ref(self)))
+                return
+            dropped = self._drop(self._clean_count())
+        del dropped  # outside the lock: finalisers may run
 
     def _clean(self) -> None:
         """Apply the cleaner, then release what it dropped (not under the lock)."""
         with self._lock:
             dropped = self._drop(self._clean_count())
-        del dropped  # outside the lock: finalisers may run
+        del dropped
 
     def _clean_count(self) -> int:
         """Ask the cleaner (lock held) how many of the oldest messages to drop."""
