@@ -406,23 +406,37 @@ def rss_mb() -> float:
 
 
 def scaling(rounds: int) -> str:
-    """Per-message cost of compiled run over a pre-filled Buffer, N = 10^4 .. 10^7."""
+    """Per-message cost of compiled run over a pre-filled Buffer, N = 10^4 .. 10^7.
+
+    The floor runs at each N too, in the same round: at 10^7 the messages alone
+    (ints, list, ring) outgrow the caches, for every loop alike.
+    """
     run = core_run(compiled)
     times: dict[int, list[float]] = {n: [] for n in SCALING_NS}
-    lists = {n: messages(n) for n in SCALING_NS}
-    for _ in range(rounds):
-        for n in SCALING_NS:
+    floors: dict[int, list[float]] = {n: [] for n in SCALING_NS}
+    for n in SCALING_NS:
+        msgs = messages(n)
+        for _ in range(rounds):
             gc.collect()
-            times[n].append(run(lists[n]) / (n - 1))
+            floors[n].append(floor(msgs) / (n - 1))
+            gc.collect()
+            times[n].append(run(msgs) / (n - 1))
             if _last[0] != n - 1:
                 raise RuntimeError(f"scaling N={n}: the last view saw {_last[0]!r}")
+        del msgs
     base = statistics.median(times[1_000_000]) * 1e9
-    rows = ["| N | ns/msg min | median | max | vs N = 10^6 |", "|--:|--:|--:|--:|--:|"]
+    rows = [
+        "| N | ns/msg min | median | max | vs N = 10^6 | floor, median | × floor |",
+        "|--:|--:|--:|--:|--:|--:|--:|",
+    ]
     for n in SCALING_NS:
         ns = [t * 1e9 for t in times[n]]
         med = statistics.median(ns)
+        floor_med = statistics.median(floors[n]) * 1e9
+        ratio = statistics.median(t / f for t, f in zip(times[n], floors[n]))
         rows.append(
-            f"| {n:,} | {min(ns):,.0f} | {med:,.0f} | {max(ns):,.0f} | {med / base - 1:+.1%} |"
+            f"| {n:,} | {min(ns):,.0f} | {med:,.0f} | {max(ns):,.0f} | {med / base - 1:+.1%} "
+            f"| {floor_med:,.0f} | {ratio:.2f} |"
         )
     return "\n".join(rows)
 
@@ -543,7 +557,8 @@ def measure(cs: Sequence[Contender], rounds: int) -> None:
             if floor_time is None:
                 floor_time = seconds
             c.ratios.append(seconds / floor_time)
-        print(f"round {r + 1}/{rounds} done", file=sys.stderr, flush=True)
+        line = " ".join(f"{c.times[-1] * 1e9:,.0f}" for c in cs)
+        print(f"round {r + 1}/{rounds}, ns/msg: {line}", file=sys.stderr, flush=True)
 
 
 def table(cs: Sequence[Contender]) -> str:
