@@ -344,7 +344,7 @@ cdef class Buffer:
         """put of a tuple or list."""
         return self._put(ctx, PySequence_Fast_ITEMS(values), len(values))
 
-    cdef int _append(self, PyObject** values, Py_ssize_t n) except -1:
+    cdef inline int _append(self, PyObject** values, Py_ssize_t n) except -1:
         cdef Py_ssize_t i
         if self._end - self._start + n > self._mask + 1:
             self._grow(n)
@@ -353,8 +353,12 @@ cdef class Buffer:
             self._ring[self._end & self._mask] = values[i]
             self._end += 1
         if self._waiters:
-            with self._cond:
-                self._cond.notify_all()
+            self._wake()
+        return 0
+
+    cdef int _wake(self) except -1:
+        with self._cond:
+            self._cond.notify_all()
         return 0
 
     cdef int _grow(self, Py_ssize_t extra) except -1:
