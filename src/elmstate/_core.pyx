@@ -12,7 +12,7 @@ re-enable the GIL for this module, since it does not declare itself safe there.
 
 cimport cython
 from cpython.list cimport PyList_New, PyList_SET_ITEM
-from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.object cimport PyObject, PyTypeObject
 from cpython.ref cimport Py_DECREF, Py_INCREF
 from cpython.sequence cimport PySequence_Fast_ITEMS
@@ -369,14 +369,29 @@ cdef class Buffer:
         return self._resize(cap)
 
     cdef int _resize(self, int64_t cap) except -1:
-        """Move the live span into a new ring of ``cap`` (a power of two) slots."""
-        cdef int64_t i
-        cdef PyObject** ring = <PyObject**>PyMem_Malloc(cap * sizeof(PyObject*))
-        if ring == NULL:
-            raise MemoryError()
-        for i in range(self._start, self._end):  # slot i & mask holds index i, both sides
-            ring[i & (cap - 1)] = self._ring[i & self._mask]
-        PyMem_Free(self._ring)
+        """Move the live span into a ring of ``cap`` (a power of two) slots."""
+        cdef int64_t i, s, d
+        cdef PyObject** ring
+        if cap > self._mask + 1:
+            # Growing: realloc keeps the old slots where they are (for a large
+            # block, without copying or touching them), and an index's slot in
+            # the bigger ring is its old slot, or that plus a multiple of the old
+            # capacity, i.e. in the new part: move only those.
+            ring = <PyObject**>PyMem_Realloc(self._ring, cap * sizeof(PyObject*))
+            if ring == NULL:
+                raise MemoryError()
+            for i in range(self._start, self._end):
+                s = i & self._mask
+                d = i & (cap - 1)
+                if d != s:
+                    ring[d] = ring[s]
+        else:
+            ring = <PyObject**>PyMem_Malloc(cap * sizeof(PyObject*))
+            if ring == NULL:
+                raise MemoryError()
+            for i in range(self._start, self._end):  # slot i & mask holds index i, both sides
+                ring[i & (cap - 1)] = self._ring[i & self._mask]
+            PyMem_Free(self._ring)
         self._ring = ring
         self._mask = cap - 1
         return 0
