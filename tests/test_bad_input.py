@@ -296,6 +296,31 @@ def test_consumer_get_bad_ctx(elm, ctx):
     assert consumer.get(None) == 1
 
 
+def test_buffer_put_and_get_call_shapes(elm):
+    """The ways to call put and get, on both cores: what a ``def`` would accept."""
+    buf = elm.Buffer()
+    buf.put(None, 1, 2)
+    buf.put(None)  # no values: checks only
+    buf.put(ctx=None)  # the same, by keyword
+    consumer = buf.new_consumer()
+    assert [consumer.get(), consumer.get(None)] == [1, 2]
+    buf.put(elm.Context(), 3)
+    assert consumer.get(ctx=None) == 3
+    bad_calls = [
+        lambda: buf.put(),  # ctx is required
+        lambda: buf.put(None, x=1),
+        lambda: buf.put(1, ctx=None),  # ctx twice
+        lambda: consumer.get(None, None),
+        lambda: consumer.get(x=None),
+        lambda: consumer.get(None, ctx=None),
+    ]
+    for call in bad_calls:
+        with pytest.raises(TypeError):
+            call()
+    assert len(buf) == 3  # no bad call put anything
+    assert buf.diff(consumer) == 0  # or read anything
+
+
 def test_consumer_not_constructible(elm):
     with pytest.raises(TypeError, match="new_consumer"):
         elm.BufferConsumer()
