@@ -1,4 +1,4 @@
-# cython: language_level=3, embedsignature=True, binding=False
+# cython: language_level=3, embedsignature=True, embedsignature.format=clinic, binding=False
 """The compiled core: the tick loop, command dispatch, the batch wrapper and the
 Buffer ring. It mirrors ``_core_py.py`` (the reference) name for name.
 
