@@ -9,7 +9,7 @@ divided by the floor's time in the same round.
 
 The workload (the issue's): N int messages; ``update`` picks a transform that
 adds 1 to the model; ``view`` stores the model; no commands. The last message is
-0, whose transform raises ``_Stop``: that is how the loops that never return
+0, whose transform raises ``Stop``: that is how the loops that never return
 (``run``, the queue loops) are ended, and the floor pays the same test.
 
 Prints a table (ns per message: min / median / max over rounds, messages per
@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import gc
 import os
-import pickle
 import platform
 import queue
 import statistics
@@ -46,48 +45,27 @@ try:
 except ImportError:  # a pure build: the compiled contenders are left out
     compiled = None  # type: ignore[assignment]
 
-
-class _Stop(Exception):
-    """Raised by the last message's transform: ends the loops that never return."""
-
-
-# ------------------------------------------------------------------- the workload
-
-_last: list[Any] = [None]
-
-
-def increment(model: int) -> tuple[int, None]:
-    return model + 1, None
-
-
-def stop(model: int) -> tuple[int, None]:
-    raise _Stop
-
-
-def update(message: int) -> Callable[[int], tuple[int, None]]:
-    return increment if message else stop
-
-
-def view(model: int) -> None:
-    _last[0] = model
-
-
-def init() -> tuple[int, None]:
-    return 0, None
-
-
-def messages(n: int) -> list[int]:
-    """n - 1 counted messages, then the 0 that stops the loop."""
-    out = list(range(1, n))
-    out.append(0)
-    return out
+import workload
+from workload import (
+    MODEL_BYTES,
+    Stop,
+    aggregate_init,
+    aggregate_update,
+    dehydrator,
+    hydrator,
+    init,
+    last,
+    messages,
+    update,
+    view,
+)
 
 
 def timed(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     try:
         fn()
-    except _Stop:
+    except Stop:
         pass
     return time.perf_counter() - start
 
@@ -98,27 +76,14 @@ def timed(fn: Callable[[], object]) -> float:
 
 
 def floor(msgs: list[int]) -> float:
-    def loop() -> None:
-        model, _ = init()
-        view(model)
-        for m in msgs:
-            t = update(m)
-            model, cmd = t(model)
-            view(model)
-
-    return timed(loop)
+    return timed(lambda: workload.floor(msgs))
 
 
 def core_run(core: Any) -> Callable[[list[int]], float]:
     def contender(msgs: list[int]) -> float:
-        buf = core.Buffer()
-        consumer = buf.new_consumer()
-        buf.put(None, *msgs)
-        try:
+        with core.Buffer() as buf, buf.new_consumer() as consumer:
+            buf.put(None, *msgs)
             return timed(lambda: core.run(init, update, view, buf, consumer))
-        finally:
-            consumer.close()
-            buf.close()
 
     return contender
 
@@ -127,29 +92,25 @@ def core_run_producer(core: Any) -> Callable[[list[int]], float]:
     """run while another thread puts one message per call, concurrently."""
 
     def contender(msgs: list[int]) -> float:
-        buf = core.Buffer()
-        consumer = buf.new_consumer()
         go = threading.Event()
+        with core.Buffer() as buf, buf.new_consumer() as consumer:
 
-        def produce() -> None:
-            put = buf.put
-            go.wait()
-            for m in msgs:
-                put(None, m)
+            def produce() -> None:
+                put = buf.put
+                go.wait()
+                for m in msgs:
+                    put(None, m)
 
-        producer = threading.Thread(target=produce)
-        producer.start()
+            def loop() -> None:
+                go.set()
+                core.run(init, update, view, buf, consumer)
 
-        def loop() -> None:
-            go.set()
-            core.run(init, update, view, buf, consumer)
-
-        try:
-            return timed(loop)
-        finally:
-            producer.join()
-            consumer.close()
-            buf.close()
+            producer = threading.Thread(target=produce)
+            producer.start()
+            try:
+                return timed(loop)
+            finally:
+                producer.join()
 
     return contender
 
@@ -158,21 +119,16 @@ def core_batch(core: Any, chunk: int = 1000) -> Callable[[list[int]], float]:
     def contender(msgs: list[int]) -> float:
         body = msgs[:-1]  # batch ends by itself: no stop message
         pages = [body[i : i + chunk] for i in range(0, len(body), chunk)]
-        last = len(pages) - 1
+        final = len(pages) - 1
         index = [0]
 
         def fetcher(ctx: Any) -> tuple[list[int], bool]:
             i = index[0]
             index[0] = i + 1
-            return pages[i], i < last
+            return pages[i], i < final
 
-        buf = core.Buffer()
-        consumer = buf.new_consumer()
-        try:
+        with core.Buffer() as buf, buf.new_consumer() as consumer:
             return timed(lambda: core.batch(init, update, view, buf, consumer, fetcher))
-        finally:
-            consumer.close()
-            buf.close()
 
     return contender
 
@@ -181,26 +137,21 @@ def core_round_trip(core: Any) -> Callable[[list[int]], float]:
     """The Buffer alone: put one message, get it back, commit; no loop, no callbacks."""
 
     def contender(msgs: list[int]) -> float:
-        buf = core.Buffer()
-        consumer = buf.new_consumer()
-        put, get, commit = buf.put, consumer.get, consumer.commit
-        last = [None]
+        reached: list[Any] = [None]
+        with core.Buffer() as buf, buf.new_consumer() as consumer:
+            put, get, commit = buf.put, consumer.get, consumer.commit
 
-        def loop() -> None:
-            m = None
-            for m in msgs:
-                put(None, m)
-                if get() is not m:
-                    raise RuntimeError("the Buffer returned another message")
-                commit()
-            last[0] = m
+            def loop() -> None:
+                m = None
+                for m in msgs:
+                    put(None, m)
+                    if get() is not m:
+                        raise RuntimeError("the Buffer returned another message")
+                    commit()
+                reached[0] = m
 
-        try:
             seconds = timed(loop)
-        finally:
-            consumer.close()
-            buf.close()
-        if last[0] is not msgs[-1]:
+        if reached[0] is not msgs[-1]:
             raise RuntimeError("the round trip did not reach the last message")
         return seconds
 
@@ -241,7 +192,7 @@ def asyncio_queue(msgs: list[int]) -> float:
         start = time.perf_counter()
         try:
             await loop()
-        except _Stop:
+        except Stop:
             pass
         return time.perf_counter() - start
 
@@ -288,7 +239,7 @@ def reactivex_subject(msgs: list[int]) -> float:
             on_next(m)
 
     seconds = timed(loop)
-    if not failure or not isinstance(failure[0], _Stop):
+    if not failure or not isinstance(failure[0], Stop):
         raise RuntimeError(f"reactivex did not stop as expected: {failure!r}")
     return seconds
 
@@ -296,7 +247,6 @@ def reactivex_subject(msgs: list[int]) -> float:
 # ----------------------------------------------------------------------- aggregate
 
 AGGREGATE_BATCH = 10  # messages per aggregate
-MODEL_BYTES = 1024
 
 
 class AggregateSQLite:
@@ -313,64 +263,41 @@ class AggregateSQLite:
         self.per_key: list[float] = []  # seconds per aggregate, per round
         self.by_hand: list[float] = []  # seconds per key, the same work by hand
 
-    @staticmethod
-    def hydrator(ctx: Any, key: str, value: bytes) -> tuple[Any, None]:
-        return pickle.loads(value), None
-
-    @staticmethod
-    def dehydrator(ctx: Any, key: str, model: Any) -> bytes:
-        return pickle.dumps(model)
-
-    @staticmethod
-    def init() -> tuple[Any, None]:
-        return {"count": 0, "payload": b"x" * (MODEL_BYTES - 60)}, None
-
-    @staticmethod
-    def add(model: dict[str, Any]) -> tuple[dict[str, Any], None]:
-        return {"count": model["count"] + 1, "payload": model["payload"]}, None
-
-    def update(self, message: int) -> Any:
-        return self.add
-
     def fetcher(self, ctx: Any) -> tuple[list[int], bool]:
         return self.page, False
 
     def __call__(self, msgs: list[int]) -> float:
-        with tempfile.TemporaryDirectory() as tmp:
-            store = elmstate.SQLiteStore(os.path.join(tmp, "bench.sqlite3"))
-            names = [f"key-{i}" for i in range(self.keys)]
-            hand = [f"hand-{i}" for i in range(self.keys)]
-            for name in names + hand:  # every key starts with a stored snapshot
-                store.store(None, name, self.dehydrator(None, name, self.init()[0]))
-            buf = elmstate.Buffer()
-            consumer = buf.new_consumer()
-            args = (self.init, self.update, view, buf, consumer, self.fetcher, store)
+        with (
+            tempfile.TemporaryDirectory() as tmp,
+            elmstate.SQLiteStore(Path(tmp) / "b.db") as store,
+        ):
+            with elmstate.Buffer() as buf, buf.new_consumer() as consumer:
+                names = [f"key-{i}" for i in range(self.keys)]
+                hand = [f"hand-{i}" for i in range(self.keys)]
+                for name in names + hand:  # every key starts with a stored snapshot
+                    store.store(None, name, dehydrator(None, name, aggregate_init()[0]))
+                args = (aggregate_init, aggregate_update, view, buf, consumer, self.fetcher, store)
 
-            def with_elmstate() -> None:
-                for name in names:
-                    elmstate.aggregate(*args, self.hydrator, self.dehydrator, name)
+                def with_elmstate() -> None:
+                    for name in names:
+                        elmstate.aggregate(*args, hydrator, dehydrator, name)
 
-            def by_hand() -> None:
-                for name in hand:
-                    model = self.hydrator(None, name, store.load(None, name))[0]  # type: ignore[arg-type]
-                    view(model)
-                    for m in self.page:
-                        t = self.update(m)
-                        model, cmd = t(model)
+                def by_hand() -> None:
+                    for name in hand:
+                        model = hydrator(None, name, store.load(None, name))[0]  # type: ignore[arg-type]
                         view(model)
-                    store.store(None, name, self.dehydrator(None, name, model))
+                        for m in self.page:
+                            t = aggregate_update(m)
+                            model, cmd = t(model)
+                            view(model)
+                        store.store(None, name, dehydrator(None, name, model))
 
-            try:
                 seconds = timed(with_elmstate)
                 self.by_hand.append(timed(by_hand) / self.keys)
                 for name in (names[-1], hand[-1]):
-                    final = self.hydrator(None, name, store.load(None, name))[0]  # type: ignore[arg-type]
+                    final = hydrator(None, name, store.load(None, name))[0]  # type: ignore[arg-type]
                     if final["count"] != AGGREGATE_BATCH:
                         raise RuntimeError(f"{name}: stored count {final['count']}")
-            finally:
-                consumer.close()
-                buf.close()
-                store.close()
         self.per_key.append(seconds / self.keys)
         # per message, scaled so that measure()'s division by N - 1 gives it
         return seconds / (self.keys * AGGREGATE_BATCH) * (len(msgs) - 1)
@@ -417,15 +344,15 @@ def scaling(rounds: int) -> str:
     times: dict[int, list[float]] = {n: [] for n in SCALING_NS}
     floors: dict[int, list[float]] = {n: [] for n in SCALING_NS}
     for n in SCALING_NS:
-        msgs = messages(n)
+        msgs = messages(n - 1)
         repeat = max(1, 1_000_000 // n)  # every sample spans at least 10^6 messages
         for _ in range(rounds):
             gc.collect()
             floors[n].append(sum(floor(msgs) for _ in range(repeat)) / (repeat * (n - 1)))
             gc.collect()
             times[n].append(sum(run(msgs) for _ in range(repeat)) / (repeat * (n - 1)))
-            if _last[0] != n - 1:
-                raise RuntimeError(f"scaling N={n}: the last view saw {_last[0]!r}")
+            if last[0] != n - 1:
+                raise RuntimeError(f"scaling N={n}: the last view saw {last[0]!r}")
         del msgs
     base = statistics.median(times[1_000_000]) * 1e9
     rows = [
@@ -451,35 +378,32 @@ def streaming() -> str:
     more than STREAM_HIGH_WATER (a producer that outran the loop would grow the
     buffer by design, not leak). Memory is sampled by the producer.
     """
-    buf = compiled.Buffer()
-    consumer = buf.new_consumer()
     samples: list[tuple[int, float]] = []
+    with compiled.Buffer() as buf, buf.new_consumer() as consumer:
 
-    def produce() -> None:
-        put = buf.put
-        for start in range(1, STREAM_N, STREAM_CHUNK):
-            while len(buf) > STREAM_HIGH_WATER:
-                time.sleep(0.0005)
-            put(None, *range(start, min(start + STREAM_CHUNK, STREAM_N)))
-            if start // STREAM_CHUNK % 500 == 0:
-                samples.append((start, rss_mb()))
-        put(None, 0)
+        def produce() -> None:
+            put = buf.put
+            for start in range(1, STREAM_N, STREAM_CHUNK):
+                while len(buf) > STREAM_HIGH_WATER:
+                    time.sleep(0.0005)
+                put(None, *range(start, min(start + STREAM_CHUNK, STREAM_N)))
+                if start // STREAM_CHUNK % 500 == 0:
+                    samples.append((start, rss_mb()))
+            put(None, 0)
 
-    producer = threading.Thread(target=produce)
-    gc.collect()
-    before = rss_mb()
-    started = time.perf_counter()
-    producer.start()
-    try:
-        compiled.run(init, update, view, buf, consumer)
-    except _Stop:
-        pass
-    seconds = time.perf_counter() - started
-    producer.join()
-    consumer.close()
-    buf.close()
-    if _last[0] != STREAM_N - 1:
-        raise RuntimeError(f"streaming: the last view saw {_last[0]!r}")
+        def stream() -> None:
+            producer.start()
+            compiled.run(init, update, view, buf, consumer)
+
+        producer = threading.Thread(target=produce)
+        gc.collect()
+        before = rss_mb()
+        try:
+            seconds = timed(stream)
+        finally:
+            producer.join()
+    if last[0] != STREAM_N - 1:
+        raise RuntimeError(f"streaming: the last view saw {last[0]!r}")
     warm = [mb for i, mb in samples if i >= STREAM_N // 10]
     return (
         f"{STREAM_N:,} fresh messages streamed through compiled run in {seconds:.2f} s "
@@ -547,15 +471,15 @@ def contenders(n: int, pure_n: int, keys: int) -> list[Contender]:
 
 
 def measure(cs: Sequence[Contender], rounds: int) -> None:
-    lists = {c.n: messages(c.n) for c in cs}
+    lists = {c.n: messages(c.n - 1) for c in cs}
     for r in range(rounds):
         floor_time = None
         for c in cs:
             gc.collect()
-            _last[0] = None
+            last[0] = None
             seconds = c.fn(lists[c.n]) / (c.n - 1)
-            if c.counts and _last[0] != c.n - 1:
-                raise RuntimeError(f"{c.name}: the last view saw {_last[0]!r}, not {c.n - 1}")
+            if c.counts and last[0] != c.n - 1:
+                raise RuntimeError(f"{c.name}: the last view saw {last[0]!r}, not {c.n - 1}")
             c.times.append(seconds)
             if floor_time is None:
                 floor_time = seconds

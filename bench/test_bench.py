@@ -6,9 +6,9 @@
 ``PYTHONPATH=src pytest bench/``). Without pytest-benchmark, or with it disabled
 (``-p no:benchmark``), every benchmark here is skipped.
 
-The workload is bench/compare.py's: int messages; ``update`` picks a transform
+The workload is bench/workload.py's (shared with compare.py): int messages; ``update`` picks a transform
 that adds 1 to the model; ``view`` stores the model; no commands. ``run`` never
-returns, so its last message is 0, whose transform raises ``_Stop``. Each
+returns, so its last message is 0, whose transform raises ``Stop``. Each
 benchmark checks its result afterwards, so a broken feature fails rather than
 reporting a fast time. Groups hold benchmarks that do the same work per call,
 so their rows compare directly: "loop" (10,000 messages, with the hand-written
@@ -19,17 +19,31 @@ from __future__ import annotations
 
 import importlib
 import os
-import pickle
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 pytest.importorskip(
     "pytest_benchmark", reason="pytest-benchmark is not installed: pip install '.[bench]'"
+)
+
+from workload import (
+    MODEL_BYTES,
+    Stop,
+    aggregate_init,
+    aggregate_update,
+    dehydrator,
+    floor,
+    hydrator,
+    init,
+    last,
+    messages,
+    update,
+    view,
 )
 
 import elmstate
@@ -53,7 +67,6 @@ BUFFER_N = 1_000  # messages per call, Buffer operations
 PAGE = 1_000  # batch: messages per fetcher page
 KEYS = 20  # aggregate: keys per call
 KEY_MESSAGES = 10  # aggregate: messages per key
-MODEL_BYTES = 1024  # aggregate: pickled model size, roughly
 ROUNDS = 50  # pedantic rounds, where each round needs a fresh Buffer
 DEADLINE = 60.0  # seconds: then a test's buffers are closed, so a lost message fails, not hangs
 
@@ -98,41 +111,6 @@ def opened() -> Iterator[list[Any]]:
     close_all()
 
 
-# ------------------------------------------------------------------- the workload
-
-
-class _Stop(Exception):
-    """Raised by the last message's transform: ends run, which never returns."""
-
-
-_last: list[Any] = [None]  # what view saw last
-
-
-def increment(model: int) -> tuple[int, None]:
-    return model + 1, None
-
-
-def stop(model: int) -> tuple[int, None]:
-    raise _Stop
-
-
-def update(message: int) -> Callable[[int], tuple[int, None]]:
-    return increment if message else stop
-
-
-def view(model: Any) -> None:
-    _last[0] = model
-
-
-def init() -> tuple[int, None]:
-    return 0, None
-
-
-def messages(n: int) -> list[int]:
-    """n counted messages, then the 0 that stops the loop."""
-    return [*range(1, n + 1), 0]
-
-
 # ------------------------------------------------------------------ "loop" group
 
 
@@ -140,20 +118,7 @@ def test_floor(benchmark: BenchmarkFixture) -> None:
     """The same ticks written by hand: the cost below which no loop can go."""
     benchmark.group = "loop: 10,000 messages"
     msgs = messages(N)
-
-    def loop() -> Any:
-        model, _ = init()
-        view(model)
-        try:
-            for m in msgs:
-                t = update(m)
-                model, cmd = t(model)
-                view(model)
-        except _Stop:
-            pass
-        return _last[0]
-
-    assert benchmark(loop) == N
+    assert benchmark(floor, msgs) == N
 
 
 @with_cores
@@ -167,15 +132,15 @@ def test_run(benchmark: BenchmarkFixture, core: Any, opened: list[Any]) -> None:
         opened.append(buf)
         consumer = buf.new_consumer()
         buf.put(None, *msgs)
-        _last[0] = None
+        last[0] = None
         return (buf, consumer), {}
 
     def loop(buf: Any, consumer: Any) -> Any:
         try:
             core.run(init, update, view, buf, consumer)
-        except _Stop:
+        except Stop:
             pass
-        return _last[0]
+        return last[0]
 
     assert benchmark.pedantic(loop, setup=fill, rounds=ROUNDS, iterations=1) == N
 
@@ -266,26 +231,6 @@ def test_buffer_page(benchmark: BenchmarkFixture, buffer: tuple[Any, Any]) -> No
 # ------------------------------------------------------------- "aggregate" group
 
 
-def _agg_init() -> tuple[dict[str, Any], None]:
-    return {"count": 0, "payload": b"x" * (MODEL_BYTES - 60)}, None
-
-
-def _add(model: dict[str, Any]) -> tuple[dict[str, Any], None]:
-    return {"count": model["count"] + 1, "payload": model["payload"]}, None
-
-
-def _agg_update(message: int) -> Callable[[dict[str, Any]], tuple[dict[str, Any], None]]:
-    return _add
-
-
-def _hydrator(ctx: Any, key: str, value: bytes) -> tuple[Any, None]:
-    return pickle.loads(value), None
-
-
-def _dehydrator(ctx: Any, key: str, model: Any) -> bytes:
-    return pickle.dumps(model)
-
-
 @pytest.mark.parametrize("live", ["compiled" if elmstate.compiled else "pure"])
 def test_aggregate_sqlite(
     benchmark: BenchmarkFixture, tmp_path: Path, opened: list[Any], live: str
@@ -308,9 +253,19 @@ def test_aggregate_sqlite(
     consumer = buf.new_consumer()
     try:
         for name in names:  # untimed: every key starts with a stored snapshot
-            store.store(None, name, _dehydrator(None, name, _agg_init()[0]))
+            store.store(None, name, dehydrator(None, name, aggregate_init()[0]))
 
-        args = (_agg_init, _agg_update, view, buf, consumer, fetcher, store, _hydrator, _dehydrator)
+        args = (
+            aggregate_init,
+            aggregate_update,
+            view,
+            buf,
+            consumer,
+            fetcher,
+            store,
+            hydrator,
+            dehydrator,
+        )
 
         def loop() -> None:
             calls[0] += 1
@@ -319,10 +274,10 @@ def test_aggregate_sqlite(
 
         benchmark(loop)
         # The model really is the ~1 KB the docstring promises.
-        assert len(_dehydrator(None, "", _agg_init()[0])) == pytest.approx(MODEL_BYTES, rel=0.1)
+        assert len(dehydrator(None, "", aggregate_init()[0])) == pytest.approx(MODEL_BYTES, rel=0.1)
         for name in names:  # each call added KEY_MESSAGES to every key, and stored it
             stored = store.load(None, name)
             assert stored is not None
-            assert _hydrator(None, name, stored)[0]["count"] == KEY_MESSAGES * calls[0]
+            assert hydrator(None, name, stored)[0]["count"] == KEY_MESSAGES * calls[0]
     finally:
         store.close()
