@@ -802,7 +802,7 @@ cdef class _Program:
         cdef list messages
         cdef bint skip = self.replay is not None and self.replay()  # every tick, as in Go
         if command is None or skip:
-            return self._put(ctx, None)
+            return self._put_nothing(ctx)
         if type(command) is list:
             entries = command
         else:
@@ -821,18 +821,21 @@ cdef class _Program:
                         messages = [message]
                     else:
                         messages.append(message)
+        if messages is None:
+            return self._put_nothing(ctx)
         return self._put(ctx, messages)
 
-    cdef inline int _put(self, Context ctx, list messages) except -1:
-        """The tick's put, of ``messages`` (None: no messages)."""
+    cdef inline int _put_nothing(self, Context ctx) except -1:
+        """The put of a tick without messages: for a Buffer, only its checks."""
         if self.buffer is not None:
-            if messages is None:
-                return self.buffer._put(ctx, NULL, 0)
+            return self.buffer._put(ctx, NULL, 0)
+        self.put(ctx)
+        return 0
+
+    cdef int _put(self, Context ctx, list messages) except -1:
+        if self.buffer is not None:
             return self.buffer._put_seq(ctx, messages)
-        if messages is None:
-            self.put(ctx)
-        else:
-            self.put(ctx, *messages)
+        self.put(ctx, *messages)
         return 0
 
 
@@ -853,36 +856,32 @@ cdef int _loop(_Program program, object consumer, Context ctx) except -1:
         direct = <BufferConsumer>consumer
     elif type(consumer) is _BatchConsumer:
         wrapped = <_BatchConsumer>consumer
-    get, commit = consumer.get, consumer.commit  # bound once, outside the loop
+    get = commit = None
+    if direct is None and wrapped is None:
+        get, commit = consumer.get, consumer.commit  # bound once, outside the loop
     cdef bint ticking = False  # a failure rolls back only inside a tick
     if ctx._done:
         raise ctx._error()
     program.start(ctx)
     try:  # one try around the loop: entering a try costs, on every tick
-        if direct is not None:
-            while True:
-                if ctx._done:
-                    raise ctx._error()
-                ticking = True
-                program._step(ctx, direct._get(ctx))
+        while True:
+            if ctx._done:
+                raise ctx._error()
+            ticking = True
+            if direct is not None:
+                message = direct._get(ctx)
+            elif wrapped is not None:
+                message = wrapped._get(ctx)
+            else:
+                message = get(ctx)
+            program._step(ctx, message)
+            if direct is not None:
                 direct._commit()
-                ticking = False
-        elif wrapped is not None:
-            while True:
-                if ctx._done:
-                    raise ctx._error()
-                ticking = True
-                program._step(ctx, wrapped._get(ctx))
+            elif wrapped is not None:
                 wrapped._commit()
-                ticking = False
-        else:
-            while True:
-                if ctx._done:
-                    raise ctx._error()
-                ticking = True
-                program._step(ctx, get(ctx))
+            else:
                 commit()
-                ticking = False
+            ticking = False
     except BaseException:
         if ticking:
             _quiet_rollback(consumer)

@@ -572,7 +572,8 @@ def _loop(program: _Program, consumer: Consumer, ctx: Context) -> NoReturn:
     program.start(ctx)
     # Every later tick, written out in one place: in pure Python a call costs
     # more than the small steps it would wrap.
-    update, view, replay, buffer = program.update, program.view, program.replay, program.buffer
+    update, view, replay = program.update, program.view, program.replay
+    quick = program.buffer if replay is None else None  # where the empty put can be inlined
     get, commit = consumer.get, consumer.commit
     model = program.model
     ticking = False  # a failure rolls back only inside a tick
@@ -594,14 +595,14 @@ def _loop(program: _Program, consumer: Consumer, ctx: Context) -> NoReturn:
                     else:
                         model, command = check.pair("transform", result, "(model, command)")
             view(model)
-            if command is None and replay is None and buffer is not None:
+            if command is None and quick is not None:
                 # Buffer.put(ctx) with no values: only its checks
                 if ctx._done:
                     raise ctx._error()
-                if buffer._closed:
-                    raise buffer._closed_error()
-                if not buffer._clean_pending:
-                    buffer._maybe_clean()
+                if quick._closed:
+                    raise quick._closed_error()
+                if not quick._clean_pending:
+                    quick._maybe_clean()
             else:
                 program._dispatch(ctx, command)
             commit()
