@@ -436,7 +436,8 @@ def test_the_cleaner_gets_size_and_committed_offsets_of_open_consumers(
     assert buf.slice() == ["r", "s"]
 
 
-def test_a_closed_consumer_no_longer_holds_messages(elm: ModuleType) -> None:
+def held_by_an_idle_consumer(elm: ModuleType) -> tuple[Any, Any, Any]:
+    """(buffer, reader, idle): reader read and committed all 5 messages, idle nothing."""
     buf = elm.Buffer()
     reader, idle = buf.new_consumer(), buf.new_consumer()
     buf.put(None, 1, 2, 3, 4, 5)
@@ -444,18 +445,17 @@ def test_a_closed_consumer_no_longer_holds_messages(elm: ModuleType) -> None:
     reader.commit()
     time.sleep(0.1)
     assert len(buf) == 5  # idle has committed nothing
+    return buf, reader, idle
+
+
+def test_a_closed_consumer_no_longer_holds_messages(elm: ModuleType) -> None:
+    buf, reader, idle = held_by_an_idle_consumer(elm)
     idle.close()
     assert wait_for(lambda: len(buf) == 0)
 
 
 def test_a_dropped_consumer_no_longer_holds_messages(elm: ModuleType) -> None:
-    buf = elm.Buffer()
-    reader, idle = buf.new_consumer(), buf.new_consumer()
-    buf.put(None, 1, 2, 3, 4, 5)
-    drain(reader, 5)
-    reader.commit()
-    time.sleep(0.1)
-    assert len(buf) == 5
+    buf, reader, idle = held_by_an_idle_consumer(elm)
     del idle  # never closed
     gc.collect()
     buf.put(None, 6)  # give the cleaner a reason to run

@@ -66,6 +66,16 @@ def all_dead(refs: list[weakref.ref[Any]], timeout: float = 2.0) -> bool:
     return wait_for(check, timeout)
 
 
+def read_the_rest_and_reap(buf: Any, consumer: Any, msgs: list[Any], start: int) -> None:
+    """Read msgs[start:] in order, each the very object put, commit, and wait for the reaping."""
+    for i in range(start, len(msgs)):
+        got = consumer.get()
+        assert got is msgs[i]
+        del got
+    consumer.commit()
+    assert wait_for(lambda: len(buf) == 0)
+
+
 @pytest.fixture(params=[0, 0.01], ids=["cooldown0", "cooldown10ms"])
 def cooldown(request: pytest.FixtureRequest) -> float:
     return float(request.param)
@@ -138,13 +148,7 @@ def test_ring_growth_and_wraparound_keep_exact_counts(elm: ModuleType, cooldown:
     assert wait_for(lambda: len(buf) == sent - read)
     expected = before[:read] + plus_one(before[read:])  # reaped / still held
     assert settle(msgs, expected) == expected  # growth copied slots, never increfed twice
-    while read < sent:
-        got = consumer.get()
-        assert got is msgs[read]
-        del got
-        read += 1
-    consumer.commit()
-    assert wait_for(lambda: len(buf) == 0)
+    read_the_rest_and_reap(buf, consumer, msgs, read)
     assert settle(msgs, before) == before
 
 
@@ -175,12 +179,7 @@ def test_a_burst_then_shrinking_keeps_exact_counts(elm: ModuleType, cooldown: fl
     expected = before[:read] + plus_one(before[read:])
     assert settle(msgs, expected) == expected
     assert buf.slice() == msgs[read:]
-    for i in range(read, 9000):
-        got = consumer.get()
-        assert got is msgs[i]
-        del got
-    consumer.commit()
-    assert wait_for(lambda: len(buf) == 0)
+    read_the_rest_and_reap(buf, consumer, msgs, read)
     assert settle(msgs, before) == before
 
 
@@ -237,12 +236,7 @@ def test_rolled_back_messages_are_neither_leaked_nor_double_freed(
     assert wait_for(lambda: len(buf) == 30)
     expected = before[:10] + plus_one(before[10:])
     assert settle(msgs, expected) == expected
-    for i in range(10, 40):  # re-read the rolled-back ones, commit, reap
-        got = consumer.get()
-        assert got is msgs[i]
-        del got
-    consumer.commit()
-    assert wait_for(lambda: len(buf) == 0)
+    read_the_rest_and_reap(buf, consumer, msgs, 10)  # the rolled-back ones
     assert settle(msgs, before) == before
     assert [m.n for m in msgs] == list(range(40))  # still intact objects
 
