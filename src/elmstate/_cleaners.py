@@ -56,6 +56,9 @@ def fixed_buffer_cleaner(
 
 
 def trim_count(n: Any, size: int) -> int:
+    """A cleaner's answer as a count in ``0..size``, whatever the size of the int."""
     if isinstance(n, bool) or not isinstance(n, int):
         raise TypeError(f"cleaner must return an int, got {type(n).__name__}")
+    if n <= 0:
+        return 0
     return n if n < size else size

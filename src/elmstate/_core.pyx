@@ -11,7 +11,7 @@ re-enable the GIL for this module, since it does not declare itself safe there.
 """
 
 cimport cython
-from cpython.list cimport PyList_New, PyList_SET_ITEM
+from cpython.list cimport PyList_GET_SIZE, PyList_New, PyList_SET_ITEM
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.object cimport PyObject, PyTypeObject
 from cpython.ref cimport Py_DECREF, Py_INCREF
@@ -45,8 +45,11 @@ cdef object _Lock = threading.Lock
 cdef object _RLock = threading.RLock
 cdef object _Condition = threading.Condition
 cdef object _Event = threading.Event
+cdef double _TIMEOUT_MAX = threading.TIMEOUT_MAX
 cdef int64_t _MIN_CAPACITY = 16
 cdef int64_t _SHRINK_ABOVE = 1024  # rings this small are never shrunk
+cdef int64_t _NO_FLOOR = 0x7FFFFFFFFFFFFFFF  # past any index
+cdef object _ATTACH = object()  # BufferConsumer.__new__'s pass: only new_consumer has it
 
 
 # --------------------------------------------------------------------------- Context
@@ -67,6 +70,7 @@ cdef object _same_kind(object err):
 
 
 @cython.final
+@cython.trashcan(True)  # freeing a chain of 100,000 contexts must not recurse in C
 cdef class Context:
     """A thread-safe cancellation scope, in the spirit of Go's ``context.Context``."""
 
@@ -80,16 +84,18 @@ cdef class Context:
     cdef object _timer
     cdef object __weakref__
 
-    def __init__(self, Context parent=None, *, timeout=None):
+    def __init__(self, parent=None, *, timeout=None):
+        if parent is not None and type(parent) is not Context:
+            raise check.not_context("parent", parent)
         seconds = None if timeout is None else check.seconds_arg("timeout", timeout)
         self._lock = _Lock()
         self._callbacks = {}
         if parent is not None:
-            token = parent._on_done(_ChildLink(weakref.ref(self)))
+            token = (<Context>parent)._on_done(_ChildLink(weakref.ref(self)))
             if token == 0:
-                self._finish(_same_kind(parent._err))
+                self._finish(_same_kind((<Context>parent)._err))
                 return
-            self._parent = parent
+            self._parent = <Context>parent
             self._parent_token = token
         if seconds is not None:
             if seconds == 0:
@@ -122,15 +128,22 @@ cdef class Context:
             if self._event is None:
                 self._event = _Event()
             event = self._event
-        return event.wait(seconds)
+        if seconds is None:
+            return event.wait()
+        return _wait_long(event, seconds)
 
     def __repr__(self):
         state = "running" if not self._done else type(self._err).__name__
         return f"<elmstate.Context {state}>"
 
+    def __reduce_ex__(self, protocol):
+        raise check.not_copyable(self)
+
     def __dealloc__(self):
         if self._parent is not None:
             self._parent._off_done(self._parent_token)
+        if self._timer is not None:
+            _timer.cancel(self._timer)  # lock-free: the GC may run this anywhere
 
     cdef Py_ssize_t _on_done(self, fn) except -1:
         """Register ``fn(err)``; returns a token for :meth:`_off_done`, or 0 if ended."""
@@ -156,10 +169,36 @@ cdef class Context:
         return self._err.with_traceback(None)
 
     cdef int _finish(self, err) except -1:
+        """End this context and its descendants, however deep: a loop, not recursion.
+
+        Every callback runs even if one raises; the first error is raised at the end.
+        """
+        cdef Context ctx, child
+        first = None
+        cdef list ending = [(self, err)]
+        while ending:
+            ctx, err = ending.pop()
+            for fn in ctx._end(err):
+                if type(fn) is _ChildLink:
+                    child = (<_ChildLink>fn).child()
+                    if child is not None:
+                        ending.append((child, _same_kind(err)))
+                    continue
+                try:
+                    fn(err)
+                except BaseException as exc:
+                    if first is None:
+                        first = exc
+        if first is not None:
+            raise first
+        return 0
+
+    cdef list _end(self, err):
+        """Mark this context ended; returns the callbacks to run (none if it had ended)."""
         fresh = {}  # before the lock: allocating may run the GC
         with self._lock:
             if self._done:
-                return 0
+                return []
             self._err = err
             self._done = True  # after _err: lock-free readers check _done first
             callbacks = self._callbacks
@@ -173,9 +212,18 @@ cdef class Context:
             parent._off_done(self._parent_token)
         if event is not None:
             event.set()
-        for fn in callbacks.values():
-            fn(err)
-        return 0
+        return list(callbacks.values())
+
+
+cdef object _wait_long(object event, double seconds):
+    """``event.wait(seconds)`` for any finite ``seconds``, beyond ``TIMEOUT_MAX`` too."""
+    cdef double deadline = monotonic() + seconds
+    while True:
+        if event.wait(min(seconds, _TIMEOUT_MAX)):
+            return True
+        seconds = deadline - monotonic()
+        if seconds <= 0:
+            return False
 
 
 @cython.final
@@ -210,13 +258,13 @@ cdef Context _context_arg(object ctx):
     if ctx is None:
         return Context()
     if type(ctx) is not Context:
-        raise TypeError(f"ctx must be an elmstate.Context or None, got {type(ctx).__name__}")
+        raise check.not_context("ctx", ctx)
     return <Context>ctx
 
 
 cdef inline Context _optional_context(object ctx):
     if ctx is not None and type(ctx) is not Context:
-        raise TypeError(f"ctx must be an elmstate.Context or None, got {type(ctx).__name__}")
+        raise check.not_context("ctx", ctx)
     return <Context>ctx
 
 
@@ -244,8 +292,13 @@ cdef class Buffer:
     cdef Py_ssize_t _waiters
     cdef object _cleaner
     cdef double _cooldown
-    cdef bint _clean_pending
     cdef double _last_clean
+    # A pass is scheduled, or one runs and another is wanted after it: the hot
+    # path need not ask for one.
+    cdef bint _clean_pending
+    cdef bint _cleaning  # a pass runs (its cleaner is called without the lock)
+    cdef bint _clean_again  # something asked for a pass while one ran
+    cdef int64_t _clean_floor  # a pass drops nothing at or past this index
     cdef object __weakref__
 
     def __cinit__(self):
@@ -278,10 +331,13 @@ cdef class Buffer:
         with self._lock:
             if self._closed:
                 raise self._closed_error()
-            consumer = BufferConsumer.__new__(BufferConsumer)
+            consumer = BufferConsumer.__new__(BufferConsumer, _ATTACH)
             consumer._buffer = self
             consumer._read = consumer._committed = self._start
             self._consumers.append(weakref.ref(consumer))
+            if self._cleaning and self._start < self._clean_floor:
+                # The running pass asked its cleaner before this consumer existed.
+                self._clean_floor = self._start
             return consumer
 
     def set_cleaner(self, cleaner, cooldown=0.01):
@@ -327,6 +383,9 @@ cdef class Buffer:
 
     def __exit__(self, *exc_info):
         self.close()
+
+    def __reduce_ex__(self, protocol):
+        raise check.not_copyable(self)
 
     cdef inline int _put(self, Context ctx, PyObject** values, Py_ssize_t n) except -1:
         # Inline: the loop's empty put after every tick is only these checks.
@@ -410,71 +469,104 @@ cdef class Buffer:
         error.__cause__ = self._close_cause
         return error
 
+    # Cleaning. A pass asks the cleaner without holding the lock: it is user
+    # code, and a context's deadline must never wait for it (ending a context
+    # wakes its waiting gets, under this lock). Only one pass runs at a time;
+    # one asked for meanwhile follows it, after the cooldown.
+
     cdef int _maybe_clean(self) except -1:
-        """Run the cleaner now, or schedule it once the cooldown has passed."""
-        cdef int64_t target = 0
+        """Run a pass now, or schedule one once the cooldown has passed."""
         if self._clean_pending or self._closed:
             return 0
         with self._lock:  # decide once: two callers must not both clean, or both schedule
-            if self._clean_pending or self._closed:
+            if self._clean_pending or self._closed or not self._claim_pass(False):
                 return 0
-            delay = self._last_clean + self._cooldown - monotonic()
-            if delay > 0:
-                self._clean_pending = True
-                _timer.schedule(delay, _CleanLater(weakref.ref(self)))
-                return 0
-            target = self._clean_target()
-        return self._drop_to(target)
+        return self._pass()
 
-    cdef int _clean(self) except -1:
-        """Apply the cleaner, then release what it dropped (not under the lock)."""
-        cdef int64_t target = 0
+    cdef int _clean_later(self) except -1:
+        """The scheduled pass, on the timer's worker thread."""
         with self._lock:
-            target = self._clean_target()
-        return self._drop_to(target)
+            self._clean_pending = False
+            if self._closed or not self._claim_pass(True):
+                return 0
+        return self._pass()
+
+    cdef bint _claim_pass(self, bint now) except -1:
+        """Lock held: True if the caller is to run a pass now, else arrange one."""
+        if self._cleaning:
+            self._clean_again = True
+            self._clean_pending = True
+            return False
+        delay = 0.0 if now else self._last_clean + self._cooldown - monotonic()
+        if delay > 0:
+            self._clean_pending = True
+            _timer.schedule_work(delay, _CleanLater(weakref.ref(self)))
+            return False
+        self._cleaning = True
+        self._clean_floor = _NO_FLOOR
+        return True
+
+    cdef int _pass(self) except -1:
+        """One pass (``_cleaning`` set by the caller): ask the cleaner, then drop."""
+        try:
+            self._drop_to(self._clean_target())
+        finally:
+            with self._lock:
+                self._cleaning = False
+                if self._clean_again and not self._closed:
+                    # Never a second pass here: a cleaner that puts would loop.
+                    self._clean_again = False
+                    delay = self._last_clean + self._cooldown - monotonic()
+                    _timer.schedule_work(max(delay, 0.0), _CleanLater(weakref.ref(self)))
+        return 0
 
     cdef int64_t _clean_target(self) except? -1:
-        """Ask the cleaner (lock held); returns the absolute index to drop up to."""
-        cdef int64_t size, n
+        """Ask the cleaner how many of the oldest messages to drop; the index to drop to."""
+        cdef int64_t start, size, n
         cdef BufferConsumer consumer
-        self._clean_pending = False  # commits from now on schedule another pass
-        self._last_clean = monotonic()
-        if self._closed:
-            return self._start
-        live = []
-        for ref in self._consumers:
-            consumer = ref()
-            if consumer is not None and not consumer._closed:
-                live.append(consumer)
-        if len(live) != len(self._consumers):
-            self._consumers = [weakref.ref(c) for c in live]
-        size = self._end - self._start
-        if self._cleaner is default_cleaner:
-            n = size if live else 0
-            for consumer in live:
-                if consumer._committed - self._start < n:
-                    n = consumer._committed - self._start
-        else:
-            offsets = [consumer._committed - self._start for consumer in live]
-            try:
-                n = trim_count(self._cleaner(size, offsets), size)
-            except Exception as exc:  # user code run off-thread: surface it
+        with self._lock:
+            self._last_clean = monotonic()
+            start = self._start
+            if self._closed:
+                return start
+            live = []
+            for ref in self._consumers:
+                consumer = ref()
+                if consumer is not None and not consumer._closed:
+                    live.append(consumer)
+            if len(live) != len(self._consumers):
+                self._consumers = [weakref.ref(c) for c in live]
+            size = self._end - start
+            if self._cleaner is default_cleaner:  # no user code: answered here
+                n = size if live else 0
+                for consumer in live:
+                    if consumer._committed - start < n:
+                        n = consumer._committed - start
+                return start + n if n > 0 else start
+            offsets = [consumer._committed - start for consumer in live]
+            cleaner = self._cleaner
+        try:
+            return start + trim_count(cleaner(size, offsets), size)
+        except BaseException as exc:  # user code, maybe run off-thread: surface it
+            with self._lock:
                 self._close(exc)
-                return self._start
-        return self._start + n if n > 0 else self._start
+            if isinstance(exc, Exception):
+                return start
+            raise  # KeyboardInterrupt and the like still reach the caller
 
     cdef int _drop_to(self, int64_t target) except -1:
         """Drop messages below ``target`` a chunk at a time.
 
         Each chunk's references move out of the ring under the lock and are
         released after it (finalisers may run), into a buffer on the stack: no
-        allocation, however many messages a pass drops.
+        allocation, however many messages a pass drops. Between chunks a new
+        consumer may join: ``_clean_floor`` keeps what it has yet to read.
         """
         cdef PyObject* held[256]
         cdef int64_t i, k, size, cap
         while True:
             with self._lock:
-                k = target - self._start
+                k = min(target, self._clean_floor) - self._start
                 if k > 256:
                     k = 256
                 if k <= 0:
@@ -605,7 +697,7 @@ cdef class _CleanLater:
         cdef Buffer buffer = self.buffer()
         if buffer is None:
             return
-        buffer._clean()
+        buffer._clean_later()
 
 
 @cython.final
@@ -631,6 +723,12 @@ cdef class BufferConsumer:
     cdef int64_t _committed
     cdef bint _closed
     cdef object __weakref__
+
+    def __cinit__(self, *args, **kwargs):
+        # Refuses BufferConsumer.__new__ too: a consumer without its buffer
+        # would dereference nothing.
+        if len(args) != 1 or args[0] is not _ATTACH or kwargs:
+            raise TypeError("use Buffer.new_consumer() to make a consumer")
 
     def __init__(self, *args, **kwargs):
         raise TypeError("use Buffer.new_consumer() to make a consumer")
@@ -662,6 +760,9 @@ cdef class BufferConsumer:
 
     def __exit__(self, *exc_info):
         self.close()
+
+    def __reduce_ex__(self, protocol):
+        raise check.not_copyable(self)
 
     cdef inline object _get(self, Context ctx):
         cdef Buffer buffer = self._buffer
@@ -803,8 +904,16 @@ cdef class _Program:
         cdef bint skip = self.replay is not None and self.replay()  # every tick, as in Go
         if command is None or skip:
             return self._put_nothing(ctx)
-        if type(command) is list:
+        if type(command) is tuple:
+            if PyTuple_GET_SIZE(command) == 0:
+                return self._put_nothing(ctx)  # () is "no command" as much as None is
             entries = command
+        elif type(command) is list:
+            if PyList_GET_SIZE(command) == 0:
+                return self._put_nothing(ctx)
+            entries = command
+        elif isinstance(command, check.TEXT):
+            raise check.not_iterable(command)
         else:
             try:
                 entries = iter(command)
@@ -874,6 +983,13 @@ cdef int _loop(_Program program, object consumer, Context ctx) except -1:
                 message = wrapped._get(ctx)
             else:
                 message = get(ctx)
+            if type(message) is _End:  # left by a batch that failed: commit, skip
+                if direct is not None:
+                    direct._commit()
+                else:
+                    commit()  # never wrapped: a batch's consumer hands out no markers
+                ticking = False
+                continue
             program._step(ctx, message)
             if direct is not None:
                 direct._commit()
@@ -908,13 +1024,14 @@ def run(init=None, update=None, view=None, producer=None, consumer=None, *, ctx=
 
 @cython.final
 cdef class _End:
-    """The private end-of-input marker; never reaches update."""
+    """A batch's private end-of-input marker; never reaches update.
+
+    Each batch makes its own: a marker that a failed batch left in the queue
+    belongs to no one reading it later, and is committed and skipped.
+    """
 
     def __repr__(self):
         return "<elmstate batch end>"
-
-
-cdef _End _END = _End()
 
 
 class _Drained(Exception):
@@ -929,15 +1046,17 @@ cdef class _BatchConsumer:
     cdef BufferConsumer direct  # the consumer when it is a BufferConsumer
     cdef object put
     cdef Buffer buffer  # the producer when it is a Buffer
+    cdef _End end  # this batch's marker
     cdef bint drained
 
-    def __init__(self, consumer, producer):
+    def __init__(self, consumer, producer, _End end):
         self.consumer = consumer
         if type(consumer) is BufferConsumer:
             self.direct = <BufferConsumer>consumer
         self.put = producer.put
         if type(producer) is Buffer:
             self.buffer = <Buffer>producer
+        self.end = end
 
     def get(self, ctx):
         return self._get(_optional_context(ctx))
@@ -951,17 +1070,20 @@ cdef class _BatchConsumer:
 
     cdef inline object _get(self, Context ctx):
         message = self._next(ctx)
-        if message is not _END:
+        if type(message) is not _End:
             return message
-        return self._past_end(ctx)
+        return self._past_end(ctx, message)
 
     cdef inline object _next(self, Context ctx):
         if self.direct is not None:
             return self.direct._get(ctx)
         return self.consumer.get(ctx)
 
-    cdef object _past_end(self, Context ctx):
-        """An end marker was just read: commit it, then end the batch or read on."""
+    cdef object _past_end(self, Context ctx, object marker):
+        """A marker was just read: commit it, then end the batch or read on.
+
+        Another batch's marker is only committed: it says nothing about this one.
+        """
         cdef bint after_end = False
         while True:
             try:
@@ -969,18 +1091,20 @@ cdef class _BatchConsumer:
             except BaseException:
                 _quiet_rollback(self.consumer)
                 raise
-            if after_end:
-                self.drained = True
-                raise _Drained
-            # goes behind everything commands produced meanwhile
-            if self.buffer is not None:
-                self.buffer._put_seq(ctx, (_END,))
-            else:
-                self.put(ctx, _END)
-            after_end = True
+            if marker is self.end:
+                if after_end:
+                    self.drained = True
+                    raise _Drained
+                # goes behind everything commands produced meanwhile
+                if self.buffer is not None:
+                    self.buffer._put_seq(ctx, (marker,))
+                else:
+                    self.put(ctx, marker)
+                after_end = True
             message = self._next(ctx)
-            if message is not _END:
+            if type(message) is not _End:
                 return message
+            marker = message
 
     cdef inline int _commit(self) except -1:
         if self.direct is not None:
@@ -989,7 +1113,7 @@ cdef class _BatchConsumer:
         return 0
 
 
-def _feed(Context ctx, fetcher, producer, list failure):
+def _feed(Context ctx, fetcher, producer, _End end, list failure):
     cdef Buffer buffer = producer if type(producer) is Buffer else None
     put = producer.put
     try:
@@ -1000,7 +1124,7 @@ def _feed(Context ctx, fetcher, producer, list failure):
             else:
                 put(ctx, *check.messages("fetcher", messages))
             if not more:
-                put(ctx, _END)
+                put(ctx, end)
                 return
     except BaseException as exc:
         failure.append(exc)
@@ -1017,13 +1141,14 @@ def batch(
     cdef Context outer = _context_arg(ctx)
     cdef Context inner = Context(outer)
     cdef _Program program = _Program(init, update, view, producer, replay)
+    cdef _End end = _End()
     cdef list failure = []
     feeder = threading.Thread(
-        target=_feed, args=(inner, fetcher, producer, failure), name="elmstate-feeder"
+        target=_feed, args=(inner, fetcher, producer, end, failure), name="elmstate-feeder"
     )
     feeder.start()
     try:
-        _loop(program, _BatchConsumer(consumer, producer), inner)
+        _loop(program, _BatchConsumer(consumer, producer, end), inner)
     except _Drained:
         return program.model
     except BaseException as exc:

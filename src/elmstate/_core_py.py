@@ -59,8 +59,8 @@ class Context:
     )
 
     def __init__(self, parent: Context | None = None, *, timeout: float | None = None) -> None:
-        if parent is not None and not isinstance(parent, Context):
-            raise TypeError(f"parent must be a Context or None, got {type(parent).__name__}")
+        if parent is not None and type(parent) is not Context:
+            raise check.not_context("parent", parent)
         seconds = None if timeout is None else check.seconds_arg("timeout", timeout)
         self._lock = threading.Lock()
         self._done = False
@@ -108,16 +108,24 @@ class Context:
             if self._event is None:
                 self._event = threading.Event()
             event = self._event
-        return event.wait(seconds)
+        if seconds is None:
+            return event.wait()
+        return _wait_long(event, seconds)
 
     def __repr__(self) -> str:
         state = "running" if not self._done else type(self._err).__name__
         return f"<elmstate.Context {state}>"
 
+    def __reduce_ex__(self, protocol: object) -> NoReturn:
+        raise check.not_copyable(self)
+
     def __del__(self) -> None:
         parent = getattr(self, "_parent", None)  # absent when __init__ raised
         if parent is not None:
             parent._off_done(self._parent_token)
+        timer = getattr(self, "_timer", None)
+        if timer is not None:
+            _timer.cancel(timer)  # lock-free: the GC may run this anywhere
 
     # Internal: callbacks run (outside the lock) when the context ends.
 
@@ -145,10 +153,34 @@ class Context:
         return self._err.with_traceback(None)
 
     def _finish(self, err: Canceled) -> None:
+        """End this context and its descendants, however deep: a loop, not recursion.
+
+        Every callback runs even if one raises; the first error is raised at the end.
+        """
+        first: BaseException | None = None
+        ending: list[tuple[Context, Canceled]] = [(self, err)]
+        while ending:
+            ctx, err = ending.pop()
+            for fn in ctx._end(err):
+                if type(fn) is _ChildLink:
+                    child = fn.child()
+                    if child is not None:
+                        ending.append((child, _same_kind(err)))
+                    continue
+                try:
+                    fn(err)
+                except BaseException as exc:
+                    if first is None:
+                        first = exc
+        if first is not None:
+            raise first
+
+    def _end(self, err: Canceled) -> list[Callable[[Canceled], object]]:
+        """Mark this context ended; returns the callbacks to run (none if it had ended)."""
         fresh: dict[int, Callable[[Canceled], object]] = {}  # before the lock: may run the GC
         with self._lock:
             if self._done:
-                return
+                return []
             self._err = err
             self._done = True  # after _err: lock-free readers check _done first
             callbacks = self._callbacks
@@ -162,8 +194,18 @@ class Context:
             parent._off_done(self._parent_token)
         if event is not None:
             event.set()
-        for fn in callbacks.values():
-            fn(err)
+        return list(callbacks.values())
+
+
+def _wait_long(event: threading.Event, seconds: float) -> bool:
+    """``event.wait(seconds)`` for any finite ``seconds``, beyond ``TIMEOUT_MAX`` too."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if event.wait(min(seconds, threading.TIMEOUT_MAX)):
+            return True
+        seconds = deadline - time.monotonic()
+        if seconds <= 0:
+            return False
 
 
 _tokens = iter(range(1, 1 << 62))
@@ -204,8 +246,8 @@ class _Expire:
 def _context_arg(ctx: Any) -> Context:
     if ctx is None:
         return Context()
-    if not isinstance(ctx, Context):
-        raise TypeError(f"ctx must be an elmstate.Context or None, got {type(ctx).__name__}")
+    if type(ctx) is not Context:
+        raise check.not_context("ctx", ctx)
     return ctx
 
 
@@ -221,26 +263,32 @@ class Buffer:
     def __init__(self) -> None:
         self._lock = threading.RLock()  # re-entrant: a finaliser run by the GC under it may put
         self._cond = threading.Condition(self._lock)
-        # (messages, absolute index of messages[0]), replaced whole when the
-        # cleaner drops: a reader that loads it once sees a consistent pair, so
-        # get needs no lock. Puts append to the list under the lock.
+        # (messages, absolute index of messages[0]). Puts append to the list
+        # under the lock; a get reads it without one. Dropped messages are
+        # overwritten with None (after _start moves past them: a reader checks
+        # _start after loading its slot), and once they are the larger part the
+        # list is replaced by a copy of the rest, so a pass costs what it drops.
         self._span: tuple[list[Any], int] = ([], 0)
+        self._start = 0  # absolute index of the oldest message held
         self._consumers: weakref.WeakSet[BufferConsumer] = weakref.WeakSet()
         self._closed = False
         self._close_cause: BaseException | None = None
         self._waiters = 0
         self._cleaner: Callable[[int, Sequence[int]], int] = default_cleaner
         self._cooldown = 0.01
-        self._clean_pending = False
         self._last_clean = 0.0
+        # A pass is scheduled, or one runs and another is wanted after it: the
+        # hot path need not ask for one.
+        self._clean_pending = False
+        self._cleaning = False  # a pass runs (its cleaner is called without the lock)
+        self._clean_again = False  # something asked for a pass while one ran
+        self._clean_floor = _NO_FLOOR  # a pass drops nothing at or past this index
 
     def put(self, ctx: Context | None, *values: Any) -> None:
         """Append ``values`` in order; never blocks."""
         if ctx is not None:
             if type(ctx) is not Context:
-                raise TypeError(
-                    f"ctx must be an elmstate.Context or None, got {type(ctx).__name__}"
-                )
+                raise check.not_context("ctx", ctx)
             if ctx._done:
                 raise ctx._error()
         if self._closed:
@@ -260,8 +308,11 @@ class Buffer:
         with self._lock:
             if self._closed:
                 raise self._closed_error()
-            consumer = BufferConsumer._attach(self, self._span[1])
+            consumer = BufferConsumer._attach(self, self._start)
             self._consumers.add(consumer)
+            if self._cleaning:
+                # The running pass asked its cleaner before this consumer existed.
+                self._clean_floor = min(self._clean_floor, self._start)
             return consumer
 
     def set_cleaner(
@@ -276,20 +327,24 @@ class Buffer:
         self._maybe_clean()
 
     def __len__(self) -> int:
-        return len(self._span[0])
+        with self._lock:
+            items, base = self._span
+            return base + len(items) - self._start
 
     def slice(self) -> list[Any]:
         """A copy of the messages held, oldest first."""
         with self._lock:
-            return list(self._span[0])
+            items, base = self._span
+            return items[self._start - base :]
 
     def diff(self, consumer: BufferConsumer) -> int:
         """How many held messages ``consumer`` has not read yet."""
-        if not isinstance(consumer, BufferConsumer) or consumer._buffer is not self:
+        if type(consumer) is not BufferConsumer or consumer._buffer is not self:
             raise ValueError("consumer must be a consumer of this buffer")
-        items, start = self._span
-        unread = start + len(items) - consumer._read
-        return unread if unread < len(items) else len(items)
+        with self._lock:
+            items, base = self._span
+            end = base + len(items)
+            return end - max(consumer._read, self._start)
 
     def close(self) -> None:
         """End the buffer: puts raise Closed, blocked gets wake with Closed; idempotent."""
@@ -301,6 +356,9 @@ class Buffer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    def __reduce_ex__(self, protocol: object) -> NoReturn:
+        raise check.not_copyable(self)
 
     # Internal.
 
@@ -317,50 +375,100 @@ class Buffer:
         error.__cause__ = self._close_cause
         return error
 
+    # Cleaning. A pass asks the cleaner without holding the lock: it is user
+    # code, and a context's deadline must never wait for it (ending a context
+    # wakes its waiting gets, under this lock). Only one pass runs at a time;
+    # one asked for meanwhile follows it, after the cooldown.
+
     def _maybe_clean(self) -> None:
-        """Run the cleaner now, or schedule it once the cooldown has passed."""
+        """Run a pass now, or schedule one once the cooldown has passed."""
         if self._clean_pending or self._closed:
             return
         with self._lock:  # decide once: two callers must not both clean, or both schedule
-            if self._clean_pending or self._closed:
+            if self._clean_pending or self._closed or not self._claim_pass(False):
                 return
-            delay = self._last_clean + self._cooldown - time.monotonic()
-            if delay > 0:
-                self._clean_pending = True
-                _timer.schedule(delay, _CleanLater(weakref.ref(self)))
+        self._pass()
+
+    def _clean_later(self) -> None:
+        """The scheduled pass, on the timer's worker thread."""
+        with self._lock:
+            self._clean_pending = False
+            if self._closed or not self._claim_pass(True):
                 return
-            dropped = self._drop(self._clean_count())
+        self._pass()
+
+    def _claim_pass(self, now: bool) -> bool:
+        """Lock held: True if the caller is to run a pass now, else arrange one."""
+        if self._cleaning:
+            self._clean_again = True
+            self._clean_pending = True
+            return False
+        delay = 0.0 if now else self._last_clean + self._cooldown - time.monotonic()
+        if delay > 0:
+            self._clean_pending = True
+            _timer.schedule_work(delay, _CleanLater(weakref.ref(self)))
+            return False
+        self._cleaning = True
+        self._clean_floor = _NO_FLOOR
+        return True
+
+    def _pass(self) -> None:
+        """One pass (``_cleaning`` set by the caller): ask the cleaner, drop, release."""
+        dropped = None
+        try:
+            target = self._clean_target()
+            with self._lock:
+                dropped = self._drop_to(min(target, self._clean_floor))
+        finally:
+            with self._lock:
+                self._cleaning = False
+                if self._clean_again and not self._closed:
+                    # Never a second pass here: a cleaner that puts would loop.
+                    self._clean_again = False
+                    delay = self._last_clean + self._cooldown - time.monotonic()
+                    _timer.schedule_work(max(delay, 0.0), _CleanLater(weakref.ref(self)))
         del dropped  # outside the lock: finalisers may run
 
-    def _clean(self) -> None:
-        """Apply the cleaner, then release what it dropped (not under the lock)."""
+    def _clean_target(self) -> int:
+        """Ask the cleaner how many of the oldest messages to drop; the index to drop to."""
         with self._lock:
-            dropped = self._drop(self._clean_count())
-        del dropped
-
-    def _clean_count(self) -> int:
-        """Ask the cleaner (lock held) how many of the oldest messages to drop."""
-        self._clean_pending = False  # commits from now on schedule another pass
-        self._last_clean = time.monotonic()
-        if self._closed:
-            return 0
-        items, start = self._span
-        offsets = [c._committed - start for c in self._consumers if not c._closed]
+            self._last_clean = time.monotonic()
+            if self._closed:
+                return self._start
+            start = self._start
+            items, base = self._span
+            size = base + len(items) - start
+            offsets = [c._committed - start for c in self._consumers if not c._closed]
+            cleaner = self._cleaner
         try:
-            return trim_count(self._cleaner(len(items), offsets), len(items))
-        except Exception as exc:  # the cleaner is user code run off-thread: surface it
-            self._close(exc)
-            return 0
+            return start + trim_count(cleaner(size, offsets), size)
+        except BaseException as exc:  # user code, maybe run off-thread: surface it
+            with self._lock:
+                self._close(exc)
+            if isinstance(exc, Exception):
+                return start
+            raise  # KeyboardInterrupt and the like still reach the caller
 
-    def _drop(self, n: int) -> list[Any] | None:
-        """Drop the ``n`` oldest messages (lock held); returns the old list to release."""
+    def _drop_to(self, target: int) -> list[Any] | None:
+        """Lock held: drop the messages below ``target``; returns what to release."""
+        items, base = self._span
+        n = target - self._start
         if n <= 0:
             return None
-        items, start = self._span
-        self._span = (items[n:], start + n)  # one store: readers see old or new, whole
+        low, high = self._start - base, target - base
+        self._start = target  # first: a reader that loaded a slot checks _start after
+        if 2 * high >= len(items):
+            self._span = (items[high:], target)  # the dropped part is the larger: copy the rest
+            dropped = items
+        else:
+            dropped = items[low:high]
+            items[low:high] = [None] * n
         if self._waiters:
             self._cond.notify_all()  # a lagging consumer must wake up to learn it
-        return items
+        return dropped
+
+
+_NO_FLOOR = 1 << 63  # past any index
 
 
 class _CleanLater:
@@ -373,7 +481,7 @@ class _CleanLater:
         buffer = self.buffer()
         if buffer is None:
             return
-        buffer._clean()
+        buffer._clean_later()
 
 
 class _Waker:
@@ -401,12 +509,12 @@ class BufferConsumer:
     _committed: int
     _closed: bool
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
+    def __new__(cls, *args: object, **kwargs: object) -> BufferConsumer:
         raise TypeError("use Buffer.new_consumer() to make a consumer")
 
     @classmethod
     def _attach(cls, buffer: Buffer, start: int) -> BufferConsumer:
-        self = cls.__new__(cls)
+        self: BufferConsumer = object.__new__(cls)
         self._buffer = buffer
         self._read = start  # absolute index of the next message to read
         self._committed = start
@@ -416,19 +524,21 @@ class BufferConsumer:
     def get(self, ctx: Context | None = None) -> Any:
         """The next message, blocking until one is put, ``ctx`` ends or a close."""
         if ctx is not None and type(ctx) is not Context:
-            raise TypeError(f"ctx must be an elmstate.Context or None, got {type(ctx).__name__}")
+            raise check.not_context("ctx", ctx)
         buffer = self._buffer
         read = self._read
-        items, start = buffer._span
-        index = read - start
+        items, base = buffer._span
+        index = read - base
         if (
             0 <= index < len(items)
             and not self._closed
             and not buffer._closed
             and (ctx is None or not ctx._done)
         ):
-            self._read = read + 1
-            return items[index]
+            message = items[index]
+            if read >= buffer._start:  # not dropped while we looked: the slot was real
+                self._read = read + 1
+                return message
         return self._wait(ctx)
 
     def _wait(self, ctx: Context | None) -> Any:
@@ -444,15 +554,16 @@ class BufferConsumer:
                         raise buffer._closed_error()
                     if ctx is not None and ctx._done:
                         raise ctx._error()
-                    items, start = buffer._span
-                    index = self._read - start
-                    if index < 0:
+                    read = self._read
+                    if read < buffer._start:
                         raise Lagged(
-                            f"the cleaner dropped {-index} message(s) this consumer had not read"
+                            f"the cleaner dropped {buffer._start - read} message(s)"
+                            " this consumer had not read"
                         )
-                    if index < len(items):
-                        self._read += 1
-                        return items[index]
+                    items, base = buffer._span
+                    if read - base < len(items):
+                        self._read = read + 1
+                        return items[read - base]
                     if ctx is not None and token == 0:
                         token = ctx._on_done(_Waker(buffer._cond))
                         continue  # 0 means ctx ended meanwhile: the check above raises
@@ -495,6 +606,9 @@ class BufferConsumer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    def __reduce_ex__(self, protocol: object) -> NoReturn:
+        raise check.not_copyable(self)
 
     def _check_uncommitted(self, what: str) -> None:
         if self._closed:
@@ -540,10 +654,16 @@ class _Program:
         if command is None or skip:
             self.put(ctx)
             return
-        try:
-            entries = iter(command)
-        except TypeError:
-            raise check.not_iterable(command) from None
+        entries: Iterable[Callable[[], Any] | None]
+        if type(command) is tuple or type(command) is list:
+            entries = command
+        elif isinstance(command, check.TEXT):
+            raise check.not_iterable(command)
+        else:
+            try:
+                entries = iter(command)
+            except TypeError:
+                raise check.not_iterable(command) from None
         messages = []
         for entry in entries:
             if entry is not None:
@@ -576,6 +696,7 @@ def _loop(program: _Program, consumer: Consumer, ctx: Context) -> NoReturn:
     quick = program.buffer if replay is None else None  # where the empty put can be inlined
     get, commit = consumer.get, consumer.commit
     model = program.model
+    kind, marker, lists = type, _End, (tuple, list)  # locals: the cheapest lookups
     ticking = False  # a failure rolls back only inside a tick
     try:
         while True:
@@ -585,6 +706,10 @@ def _loop(program: _Program, consumer: Consumer, ctx: Context) -> NoReturn:
             message = get(ctx)
             command = None
             if message is not None:
+                if kind(message) is marker:  # left by a batch that failed: commit, skip
+                    commit()
+                    ticking = False
+                    continue
                 transform = update(message)
                 if transform is not None:
                     if not callable(transform):
@@ -595,7 +720,7 @@ def _loop(program: _Program, consumer: Consumer, ctx: Context) -> NoReturn:
                     else:
                         model, command = check.pair("transform", result, "(model, command)")
             view(model)
-            if command is None and quick is not None:
+            if quick is not None and (command is None or (kind(command) in lists and not command)):
                 # Buffer.put(ctx) with no values: only its checks
                 if ctx._done:
                     raise ctx._error()
@@ -641,15 +766,16 @@ def run(
 
 
 class _End:
-    """The private end-of-input marker; never reaches update."""
+    """A batch's private end-of-input marker; never reaches update.
+
+    Each batch makes its own: a marker that a failed batch left in the queue
+    belongs to no one reading it later, and is committed and skipped.
+    """
 
     __slots__ = ()
 
     def __repr__(self) -> str:
         return "<elmstate batch end>"
-
-
-_END = _End()
 
 
 class _Drained(Exception):
@@ -659,21 +785,25 @@ class _Drained(Exception):
 class _BatchConsumer:
     """Wraps the loop's consumer so end markers are filtered and end the batch."""
 
-    __slots__ = ("consumer", "put", "drained")
+    __slots__ = ("consumer", "put", "end", "drained")
 
-    def __init__(self, consumer: Consumer, producer: Producer) -> None:
+    def __init__(self, consumer: Consumer, producer: Producer, end: _End) -> None:
         self.consumer = consumer
         self.put = producer.put
+        self.end = end  # this batch's marker
         self.drained = False
 
     def get(self, ctx: Context | None) -> Any:
         message = self.consumer.get(ctx)
-        if message is not _END:
+        if type(message) is not _End:
             return message
-        return self._past_end(ctx)
+        return self._past_end(ctx, message)
 
-    def _past_end(self, ctx: Context | None) -> Any:
-        """An end marker was just read: commit it, then end the batch or read on."""
+    def _past_end(self, ctx: Context | None, marker: _End) -> Any:
+        """A marker was just read: commit it, then end the batch or read on.
+
+        Another batch's marker is only committed: it says nothing about this one.
+        """
         consumer = self.consumer
         after_end = False
         while True:
@@ -682,14 +812,16 @@ class _BatchConsumer:
             except BaseException:
                 _quiet_rollback(consumer)
                 raise
-            if after_end:
-                self.drained = True
-                raise _Drained
-            self.put(ctx, _END)  # goes behind everything commands produced meanwhile
-            after_end = True
+            if marker is self.end:
+                if after_end:
+                    self.drained = True
+                    raise _Drained
+                self.put(ctx, marker)  # goes behind everything commands produced meanwhile
+                after_end = True
             message = consumer.get(ctx)
-            if message is not _END:
+            if type(message) is not _End:
                 return message
+            marker = message
 
     def commit(self) -> None:
         self.consumer.commit()
@@ -703,6 +835,7 @@ def _feed(
     ctx: Context,
     fetcher: Callable[[Context], tuple[Sequence[Any], bool]],
     producer: Producer,
+    end: _End,
     failure: list[BaseException],
 ) -> None:
     put = producer.put
@@ -711,7 +844,7 @@ def _feed(
             messages, more = check.pair("fetcher", fetcher(ctx), "(messages, more)")
             put(ctx, *check.messages("fetcher", messages))
             if not more:
-                put(ctx, _END)
+                put(ctx, end)
                 return
     except BaseException as exc:
         failure.append(exc)
@@ -735,13 +868,14 @@ def batch(
     outer = _context_arg(ctx)
     inner = Context(outer)
     program = _Program(init, update, view, producer, replay)
+    end = _End()
     failure: list[BaseException] = []
     feeder = threading.Thread(
-        target=_feed, args=(inner, fetcher, producer, failure), name="elmstate-feeder"
+        target=_feed, args=(inner, fetcher, producer, end, failure), name="elmstate-feeder"
     )
     feeder.start()
     try:
-        _loop(program, _BatchConsumer(consumer, producer), inner)
+        _loop(program, _BatchConsumer(consumer, producer, end), inner)
     except _Drained:
         return program.model
     except BaseException as exc:

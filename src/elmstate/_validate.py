@@ -40,11 +40,30 @@ def key_arg(name: str, value: Any) -> None:
         raise TypeError(f"{name} must be a str, got {type(value).__name__}")
 
 
+# Strings and bytes are iterables, but never of callables or messages: as a
+# command, a page of messages or a list of references they are surely a mistake.
+TEXT = (str, bytes, bytearray, memoryview)
+
+
+def not_context(name: str, value: Any) -> TypeError:
+    return TypeError(f"{name} must be an elmstate.Context or None, got {type(value).__name__}")
+
+
+def not_copyable(value: Any) -> TypeError:
+    # A copy of a queue position or a cancellation scope would silently break both.
+    return TypeError(f"elmstate.{type(value).__name__} objects cannot be copied or pickled")
+
+
 def seconds_arg(name: str, value: Any) -> float:
     """A non-negative, finite number of seconds (bool is rejected: it is surely a mistake)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}")
-    seconds = float(value)
+    try:
+        seconds = float(value)
+    except OverflowError:  # an int too large for a float: no finite number of seconds
+        raise ValueError(
+            f"{name} must be a finite number of seconds >= 0, got {value!r:.40}"
+        ) from None
     if not seconds >= 0 or seconds == float("inf"):
         raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
     return seconds
@@ -79,6 +98,6 @@ def messages(name: str, value: Any) -> tuple[Any, ...]:
         return ()
     if type(value) is tuple:
         return value
-    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+    if isinstance(value, TEXT) or not hasattr(value, "__iter__"):
         raise TypeError(f"{name} must return an iterable of messages, got {type(value).__name__}")
     return tuple(value)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Callable, Optional, Protocol
 
 from . import _validate as check
@@ -58,8 +58,8 @@ def aggregate(
     check.key_arg("key", key)
     if ctx is None:
         ctx = Context()
-    elif not isinstance(ctx, Context):
-        raise TypeError(f"ctx must be an elmstate.Context or None, got {type(ctx).__name__}")
+    elif type(ctx) is not Context:
+        raise check.not_context("ctx", ctx)
 
     root = _Loader(ctx, store, hydrator).load(key)
     if root is not None:
@@ -87,10 +87,46 @@ class _Loader:
         self.loaded: dict[str, Any] = {}
 
     def load(self, key: str) -> Any:
+        """Depth first, as recursion would, but on a stack of our own: chains of
+        references may run thousands of keys deep."""
+        root, references = self._hydrate(key)
+        # Each frame: the references still to follow, and the load that receives
+        # the frame's model once they all were (None for the root).
+        stack: list[tuple[Iterator[Any], Load | None, Any]] = []
+        if references is not None:
+            stack.append((references, None, root))
+        while stack:
+            references, receive, model = stack[-1]
+            reference: Any = next(references, _DONE)
+            if reference is _DONE:
+                stack.pop()
+                if receive is not None:
+                    receive(model)
+                continue
+            if reference is None:
+                continue
+            check.callable_arg("read_only_models entries", reference)
+            other_key, receive = check.pair("a read_only_models entry", reference(), "(key, load)")
+            if receive is None:
+                continue
+            check.key_arg("a read_only_models key", other_key)
+            check.callable_arg("a read_only_models load", receive)
+            if other_key in self.loaded:
+                receive(self.loaded[other_key])
+                continue
+            model, references = self._hydrate(other_key)
+            if references is None:
+                receive(model)
+            else:
+                stack.append((references, receive, model))
+        return root
+
+    def _hydrate(self, key: str) -> tuple[Any, Iterator[Any] | None]:
+        """Load and hydrate one key: its model, and an iterator over its references."""
         value = self.store.load(self.ctx, key)
         if value is None:
             self.loaded[key] = None
-            return None
+            return None, None
         if isinstance(value, (bytearray, memoryview)):
             value = bytes(value)
         elif not isinstance(value, bytes):
@@ -99,27 +135,18 @@ class _Loader:
             "hydrator", self.hydrator(self.ctx, key, value), "(model, read_only_models)"
         )
         self.loaded[key] = model  # before the references: a cycle back here terminates
-        if references is not None:
-            for reference in _iterable("read_only_models", references):
-                if reference is None:
-                    continue
-                check.callable_arg("read_only_models entries", reference)
-                other_key, receive = check.pair(
-                    "a read_only_models entry", reference(), "(key, load)"
-                )
-                if receive is None:
-                    continue
-                check.key_arg("a read_only_models key", other_key)
-                check.callable_arg("a read_only_models load", receive)
-                if other_key in self.loaded:
-                    receive(self.loaded[other_key])
-                else:
-                    receive(self.load(other_key))
-        return model
+        if references is None:
+            return model, None
+        return model, _iterable("read_only_models", references)
 
 
-def _iterable(name: str, value: Any) -> Iterable[Any]:
+_DONE = object()  # the end of a frame's references
+
+
+def _iterable(name: str, value: Any) -> Iterator[Any]:
+    if isinstance(value, check.TEXT):
+        raise TypeError(f"{name} must be None or an iterable, got {type(value).__name__}")
     try:
-        return iter(value)  # type: ignore[no-any-return]
+        return iter(value)
     except TypeError:
         raise TypeError(f"{name} must be None or an iterable, got {type(value).__name__}") from None

@@ -51,6 +51,8 @@ def tag(
     if command is None or target is None:
         return None
     check.callable_arg("target", target)
+    if isinstance(command, check.TEXT):
+        raise check.not_iterable(command)
     try:
         entries = list(command)
     except TypeError:
