@@ -302,25 +302,34 @@ def test_failure_stores_nothing(elm, store, failure, present):
     fetcher = fetch(2)
     target = store
     if failure == "update":
+
         def update(message):
             raise boom
+
         program.update = update
     elif failure == "fetcher":
+
         def fetcher(ctx):
             raise boom
     elif failure == "dehydrator":
+
         def dehydrator(ctx, key, model):
             raise boom
+
         program.dehydrator = dehydrator
     elif failure == "view":
+
         def view(model):
             if model == [1, 2] or model == [2]:
                 raise boom
+
         program.view = view
     else:
+
         class Failing(Watched):
             def store(self, ctx, key, value):
                 raise boom
+
         target = Failing(store)
     with pytest.raises(RuntimeError) as info:
         aggregate(elm, program, target, "k", fetcher)

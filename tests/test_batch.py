@@ -58,9 +58,7 @@ def run_batch(elm, fetcher, program=None, **kwargs):
     program = program if program is not None else Summer()
     buf, consumer = buffer_pair(elm)
     kwargs.setdefault("ctx", elm.Context(timeout=5))  # safety net
-    result = elm.batch(
-        program.init, program.update, program.view, buf, consumer, fetcher, **kwargs
-    )
+    result = elm.batch(program.init, program.update, program.view, buf, consumer, fetcher, **kwargs)
     return result, program
 
 
@@ -111,9 +109,7 @@ def test_init_commands_processed_before_return(elm):
 def test_drains_command_chains_several_levels_deep(elm):
     # 1 -> (2, 3); 2 -> (4,); 3 -> (5, 6); 4 -> (7,); 7 -> (8,): five levels from 1
     children = {1: (2, 3), 2: (4,), 3: (5, 6), 4: (7,), 7: (8,), 100: (101,)}
-    result, program = run_batch(
-        elm, pages(([1], True), ([100], False)), program=Summer(children)
-    )
+    result, program = run_batch(elm, pages(([1], True), ([100], False)), program=Summer(children))
     expected = [1, 2, 3, 4, 5, 6, 7, 8, 100, 101]
     assert sorted(program.updates) == expected
     assert result == sum(expected)
@@ -250,7 +246,12 @@ def test_loop_error_is_raised_and_feeder_stopped(elm):
     before = live_threads()
     with pytest.raises(ValueError) as info:
         elm.batch(
-            lambda: (0, None), update, lambda m: None, buf, consumer, fetcher,
+            lambda: (0, None),
+            update,
+            lambda m: None,
+            buf,
+            consumer,
+            fetcher,
             ctx=elm.Context(timeout=5),
         )
     assert info.value is boom
@@ -282,7 +283,12 @@ def test_loop_error_wins_when_both_fail(elm):
     buf, consumer = buffer_pair(elm)
     with pytest.raises(Exception) as info:
         elm.batch(
-            lambda: (0, None), update, lambda m: None, buf, consumer, fetcher,
+            lambda: (0, None),
+            update,
+            lambda m: None,
+            buf,
+            consumer,
+            fetcher,
             ctx=elm.Context(timeout=5),
         )
     assert info.value is loop_error
@@ -307,7 +313,12 @@ def test_loop_error_wins_when_feeder_fails_after(elm):
     buf, consumer = buffer_pair(elm)
     with pytest.raises(Exception) as info:
         elm.batch(
-            lambda: (0, elm.new_command(1)), update, lambda m: None, buf, consumer, fetcher,
+            lambda: (0, elm.new_command(1)),
+            update,
+            lambda m: None,
+            buf,
+            consumer,
+            fetcher,
             ctx=elm.Context(timeout=5),
         )
     assert info.value is loop_error
@@ -340,7 +351,12 @@ def test_caller_cancel_after_feeder_finished(elm):
     try:
         with pytest.raises(elm.Canceled) as info:
             elm.batch(
-                lambda: (0, None), update, lambda m: None, buf, consumer, pages(([1], False)),
+                lambda: (0, None),
+                update,
+                lambda m: None,
+                buf,
+                consumer,
+                pages(([1], False)),
                 ctx=ctx,
             )
     finally:
@@ -469,8 +485,20 @@ def test_no_thread_outlives_the_call(elm, outcome):
 
 @pytest.mark.parametrize(
     "reply",
-    [None, 5, "ab", ([1],), ([1], True, 3), [[1], True, 3], "xy", ("ab", False), (5, False),
-     (b"ab", True), (1.5, False), (object(), False)],
+    [
+        None,
+        5,
+        "ab",
+        ([1],),
+        ([1], True, 3),
+        [[1], True, 3],
+        "xy",
+        ("ab", False),
+        (5, False),
+        (b"ab", True),
+        (1.5, False),
+        (object(), False),
+    ],
     ids=vid,
 )
 def test_bad_fetcher_reply(elm, reply):

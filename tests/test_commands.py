@@ -135,7 +135,12 @@ def test_tag_in_a_program(elm):
         return ["start"], False
 
     result = elm.batch(
-        lambda: ([], None), update, lambda m: None, buf, buf.new_consumer(), fetcher,
+        lambda: ([], None),
+        update,
+        lambda m: None,
+        buf,
+        buf.new_consumer(),
+        fetcher,
         ctx=elm.Context(timeout=5),
     )
     assert seen == ["start", ("child", "c1"), ("child", None), ("child", "c2")]

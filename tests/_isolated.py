@@ -1,0 +1,50 @@
+"""Run a snippet in a fresh interpreter with the same elmstate and core as a test's ``elm``.
+
+For checks whose failure would take the test process down with it (a segfault,
+a C stack overflow) or poison the rest of the session (a dead or stuck shared
+timer thread). The snippet imports ``elmstate`` itself; ``ELMSTATE_NO_EXTENSIONS``
+is set or removed to match the core under test, as in tests/test_leaks.py.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from types import ModuleType
+
+
+def run_python(
+    elm: ModuleType, code: str, timeout: float = 30.0
+) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` (dedented) with ``python -c``; returns the finished process."""
+    env = dict(os.environ)
+    package_parent = str(Path(str(elm.__file__)).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
+    if elm.compiled:
+        env.pop("ELMSTATE_NO_EXTENSIONS", None)
+    else:
+        env["ELMSTATE_NO_EXTENSIONS"] = "1"
+    preamble = (
+        "import elmstate as elm\n"
+        f"assert elm.compiled is {bool(elm.compiled)!r}, 'the subprocess picked the wrong core'\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", preamble + textwrap.dedent(code)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def report(proc: subprocess.CompletedProcess[str]) -> str:
+    """The exit status and output of ``proc``, for an assertion message."""
+    status = proc.returncode
+    if status < 0:
+        status_text = f"killed by signal {-status}"
+    else:
+        status_text = f"exit {status}"
+    return f"{status_text}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
