@@ -10,7 +10,21 @@ divided by the floor's time in the same round.
 The workload (the issue's): N int messages; ``update`` picks a transform that
 adds 1 to the model; ``view`` stores the model; no commands. The last message is
 0, whose transform raises ``Stop``: that is how the loops that never return
-(``run``, the queue loops) are ended, and the floor pays the same test.
+(``run``, the queue loops) are ended, and the floor pays the same test. The
+"() command" rows run the same workload with transforms that return ``()``
+instead of ``None`` as the command (``workload.update_empty``): what an empty
+command costs the loop. Their floor is the same hand-written loop.
+
+What the clock sees of the Buffer's cleaner: it drops committed messages in a
+pass on another thread (elmstate's timer or worker thread), at most once per
+cooldown (0.01 s); that thread waits up to ``sys.getswitchinterval()`` (0.005 s)
+for the GIL, so a pass comes about every 15 ms, and the loop waits for it. A
+run over 10^6 messages sees about six passes; the messages committed after the
+last one are released after the clock stops, and a run shorter than ~15 ms
+(N = 10^4, as in test_bench.py and the first ``--scaling`` row) sees none: such
+figures leave the cleaner's cost out. The floor releases nothing either (its list
+outlives the clock); releasing its messages on the clock measured +0.5% of the
+floor's time. bench/callgrind.py counts instructions per message instead.
 
 Prints a table (ns per message: min / median / max over rounds, messages per
 second at the median, ratio to the floor), then writes a bar chart (PNG) when
@@ -57,6 +71,7 @@ from workload import (
     last,
     messages,
     update,
+    update_empty,
     view,
 )
 
@@ -79,7 +94,7 @@ def floor(msgs: list[int]) -> float:
     return timed(lambda: workload.floor(msgs))
 
 
-def core_run(core: Any) -> Callable[[list[int]], float]:
+def core_run(core: Any, update: Callable[[int], Any] = update) -> Callable[[list[int]], float]:
     def contender(msgs: list[int]) -> float:
         with core.Buffer() as buf, buf.new_consumer() as consumer:
             buf.put(None, *msgs)
@@ -115,7 +130,9 @@ def core_run_producer(core: Any) -> Callable[[list[int]], float]:
     return contender
 
 
-def core_batch(core: Any, chunk: int = 1000) -> Callable[[list[int]], float]:
+def core_batch(
+    core: Any, chunk: int = 1000, update: Callable[[int], Any] = update
+) -> Callable[[list[int]], float]:
     def contender(msgs: list[int]) -> float:
         body = msgs[:-1]  # batch ends by itself: no stop message
         pages = [body[i : i + chunk] for i in range(0, len(body), chunk)]
@@ -434,9 +451,18 @@ def contenders(n: int, pure_n: int, keys: int) -> list[Contender]:
         out += [
             Contender("elmstate run, compiled", core_run(compiled), n, 1.2),
             Contender(
+                "elmstate run, () command, compiled", core_run(compiled, update_empty), n, 1.2
+            ),
+            Contender(
                 "elmstate run + producer thread, compiled", core_run_producer(compiled), n, 1.5
             ),
             Contender("elmstate batch (pages of 1,000), compiled", core_batch(compiled), n, 1.2),
+            Contender(
+                "elmstate batch (pages of 1,000), () command, compiled",
+                core_batch(compiled, update=update_empty),
+                n,
+                1.2,
+            ),
             Contender(
                 "elmstate Buffer put + get + commit, compiled (no loop)",
                 core_round_trip(compiled),
@@ -447,7 +473,13 @@ def contenders(n: int, pure_n: int, keys: int) -> list[Contender]:
         ]
     out += [
         Contender("elmstate run, pure", core_run(pure), pure_n, 5.0),
+        Contender("elmstate run, () command, pure", core_run(pure, update_empty), pure_n, 5.0),
         Contender("elmstate batch (pages of 1,000), pure", core_batch(pure), pure_n),
+        Contender(
+            "elmstate batch (pages of 1,000), () command, pure",
+            core_batch(pure, update=update_empty),
+            pure_n,
+        ),
         Contender(
             f"elmstate aggregate, SQLite ({keys:,} keys x {AGGREGATE_BATCH} msgs)",
             AggregateSQLite(keys),
@@ -570,7 +602,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--keys", type=int, default=2_000, help="aggregate: keys per round")
     parser.add_argument("--rounds", type=int, default=5, help="rounds (at least 5 for the table)")
     parser.add_argument(
-        "--chart", type=Path, default=Path("bench/compare.png"), help="where to write the PNG chart"
+        "--chart",
+        type=Path,
+        default=Path(__file__).resolve().parent / "compare.png",
+        help="where to write the PNG chart (default: compare.png next to this script)",
     )
     parser.add_argument("--no-chart", action="store_true")
     parser.add_argument(

@@ -4,6 +4,11 @@ N int messages; ``update`` picks a transform that adds 1 to the model; ``view``
 stores the model; no commands. ``run`` never returns, so the last message is 0,
 whose transform raises :class:`Stop`; the floor pays the same test.
 
+Two spellings of "no commands": ``update`` / ``increment`` return ``None`` as the
+command, ``update_empty`` / ``increment_empty`` return ``()`` (an empty
+iterable: the loop must look inside it). The floor is the same for both: a
+hand-written loop has no command to dispatch either way.
+
 For ``aggregate``: a ~1 KB model (a count and a payload) pickled to and from
 the store, and an update that adds 1 to the count.
 """
@@ -33,6 +38,15 @@ def stop(model: int) -> tuple[int, None]:
 
 def update(message: int) -> Callable[[int], tuple[int, None]]:
     return increment if message else stop
+
+
+def increment_empty(model: int) -> tuple[int, tuple[()]]:
+    return model + 1, ()
+
+
+def update_empty(message: int) -> Callable[[int], tuple[int, tuple[()] | None]]:
+    """``update`` whose transforms return ``()``, not ``None``, as the command."""
+    return increment_empty if message else stop
 
 
 def view(model: Any) -> None:
