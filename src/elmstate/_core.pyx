@@ -49,6 +49,7 @@ cdef double _TIMEOUT_MAX = threading.TIMEOUT_MAX
 cdef int64_t _MIN_CAPACITY = 16
 cdef int64_t _SHRINK_ABOVE = 1024  # rings this small are never shrunk
 cdef int64_t _NO_FLOOR = 0x7FFFFFFFFFFFFFFF  # past any index
+cdef double _GRACE = 0.001  # how long a due pass waits for a put or commit to run it
 cdef object _ATTACH = object()  # BufferConsumer.__new__'s pass: only new_consumer has it
 
 
@@ -122,11 +123,12 @@ cdef class Context:
         seconds = None if timeout is None else check.seconds_arg("timeout", timeout)
         if self._done:
             return True
+        event = self._event or _Event()  # before the lock: allocating may run the GC
         with self._lock:
             if self._done:
                 return True
             if self._event is None:
-                self._event = _Event()
+                self._event = event
             event = self._event
         if seconds is None:
             return event.wait()
@@ -335,6 +337,9 @@ cdef class Buffer:
             consumer._buffer = self
             consumer._read = consumer._committed = self._start
             self._consumers.append(weakref.ref(consumer))
+            # Again, now that a pass can see it: one that a finaliser ran while
+            # the list grew may have dropped past where it started.
+            consumer._read = consumer._committed = self._start
             if self._cleaning and self._start < self._clean_floor:
                 # The running pass asked its cleaner before this consumer existed.
                 self._clean_floor = self._start
@@ -476,20 +481,84 @@ cdef class Buffer:
 
     cdef int _maybe_clean(self) except -1:
         """Run a pass now, or schedule one once the cooldown has passed."""
-        if self._clean_pending or self._closed:
-            return 0
-        with self._lock:  # decide once: two callers must not both clean, or both schedule
-            if self._clean_pending or self._closed or not self._claim_pass(False):
-                return 0
-        return self._pass()
+        if not self._clean_pending and not self._closed:
+            self._pass(False, 0.0)
+        return 0
 
-    cdef int _clean_later(self) except -1:
-        """The scheduled pass, on the timer's worker thread."""
-        with self._lock:
-            self._clean_pending = False
-            if self._closed or not self._claim_pass(True):
-                return 0
-        return self._pass()
+    cdef int _clean_later(self, double due) except -1:
+        """The scheduled pass, on the timer's worker thread, unless one ran since ``due``."""
+        return self._pass(True, due)
+
+    cdef int _pass(self, bint scheduled, double due) except -1:
+        """One pass, if it is time: ask the cleaner how many to drop, drop, release.
+
+        A put or commit asks for one that waits for the cooldown; a scheduled one
+        runs unless another ran since it was ``due``.
+        """
+        cdef bint claimed = False, ask = False
+        cdef int64_t start, size, n, target = 0
+        cdef BufferConsumer consumer
+        try:
+            with self._lock:  # decide once: two callers must not both clean, or both schedule
+                if self._closed:
+                    return 0
+                if not scheduled:
+                    if self._clean_pending:
+                        return 0
+                elif self._last_clean >= due:
+                    return 0
+                else:
+                    self._clean_pending = False
+                claimed = self._claim_pass(scheduled)
+                if not claimed:
+                    return 0
+                self._last_clean = monotonic()
+                start = self._start
+                size = self._end - start
+                self._prune()
+                if self._cleaner is default_cleaner:  # no user code: answered here
+                    n = size if self._consumers else 0
+                    for ref in self._consumers:
+                        consumer = ref()
+                        if consumer is not None and consumer._committed - start < n:
+                            n = consumer._committed - start
+                    target = start + n if n > 0 else start
+                else:
+                    ask = True
+                    cleaner = self._cleaner
+                    offsets = []
+                    for ref in self._consumers:
+                        consumer = ref()
+                        if consumer is not None:
+                            offsets.append(consumer._committed - start)
+            if ask:
+                target = start + self._ask(cleaner, size, offsets)
+            self._drop_to(target)
+        finally:
+            if claimed:
+                with self._lock:
+                    self._cleaning = False
+                    if self._clean_again and not self._closed:
+                        # Never a second pass here: a cleaner that puts would loop.
+                        try:
+                            self._defer(max(self._last_clean + self._cooldown - monotonic(), 0.0))
+                        finally:
+                            self._clean_again = False
+        return 0
+
+    cdef int _prune(self) except -1:
+        """Lock held: forget closed and collected consumers, in place.
+
+        Deleting allocates nothing, so no finaliser can run and register a
+        consumer in a list that is about to be replaced.
+        """
+        cdef Py_ssize_t i
+        cdef BufferConsumer consumer
+        for i in range(len(self._consumers) - 1, -1, -1):
+            consumer = self._consumers[i]()
+            if consumer is None or consumer._closed:
+                del self._consumers[i]
+        return 0
 
     cdef bint _claim_pass(self, bint now) except -1:
         """Lock held: True if the caller is to run a pass now, else arrange one."""
@@ -499,59 +568,39 @@ cdef class Buffer:
             return False
         delay = 0.0 if now else self._last_clean + self._cooldown - monotonic()
         if delay > 0:
-            self._clean_pending = True
-            _timer.schedule_work(delay, _CleanLater(weakref.ref(self)))
+            self._defer(delay)
             return False
         self._cleaning = True
         self._clean_floor = _NO_FLOOR
         return True
 
-    cdef int _pass(self) except -1:
-        """One pass (``_cleaning`` set by the caller): ask the cleaner, then drop."""
+    cdef int _defer(self, double delay) except -1:
+        """Lock held: a pass once ``delay`` seconds have passed.
+
+        When it is due, the timer lets the next put or commit run it on its own
+        thread, where the messages it drops are likely still in cache and no other
+        thread need take the GIL; the worker runs it only if none comes soon.
+        """
+        due = monotonic() + delay  # before the timer reads its clock: it fires at or after due
+        ref = weakref.ref(self)
         try:
-            self._drop_to(self._clean_target())
-        finally:
-            with self._lock:
-                self._cleaning = False
-                if self._clean_again and not self._closed:
-                    # Never a second pass here: a cleaner that puts would loop.
-                    self._clean_again = False
-                    delay = self._last_clean + self._cooldown - monotonic()
-                    _timer.schedule_work(max(delay, 0.0), _CleanLater(weakref.ref(self)))
+            _timer.schedule(delay, _CleanDue(ref))
+            _timer.schedule_work(delay + min(self._cooldown, _GRACE), _CleanLater(ref, due))
+        except BaseException:  # no thread to be had, or a KeyboardInterrupt: never stuck
+            self._clean_pending = False  # the next put or commit asks again
+            raise
+        self._clean_pending = True
         return 0
 
-    cdef int64_t _clean_target(self) except? -1:
-        """Ask the cleaner how many of the oldest messages to drop; the index to drop to."""
-        cdef int64_t start, size, n
-        cdef BufferConsumer consumer
-        with self._lock:
-            self._last_clean = monotonic()
-            start = self._start
-            if self._closed:
-                return start
-            live = []
-            for ref in self._consumers:
-                consumer = ref()
-                if consumer is not None and not consumer._closed:
-                    live.append(consumer)
-            if len(live) != len(self._consumers):
-                self._consumers = [weakref.ref(c) for c in live]
-            size = self._end - start
-            if self._cleaner is default_cleaner:  # no user code: answered here
-                n = size if live else 0
-                for consumer in live:
-                    if consumer._committed - start < n:
-                        n = consumer._committed - start
-                return start + n if n > 0 else start
-            offsets = [consumer._committed - start for consumer in live]
-            cleaner = self._cleaner
+    cdef int64_t _ask(self, cleaner, int64_t size, list offsets) except? -1:
+        """Call a user's cleaner (lock not held): how many of the oldest messages to drop."""
         try:
-            return start + trim_count(cleaner(size, offsets), size)
+            return trim_count(cleaner(size, offsets), size)
         except BaseException as exc:  # user code, maybe run off-thread: surface it
             with self._lock:
                 self._close(exc)
             if isinstance(exc, Exception):
-                return start
+                return 0
             raise  # KeyboardInterrupt and the like still reach the caller
 
     cdef int _drop_to(self, int64_t target) except -1:
@@ -687,7 +736,9 @@ _install(Buffer, &_buffer_put_def)
 
 
 @cython.final
-cdef class _CleanLater:
+cdef class _CleanDue:
+    """On the timer thread, when a deferred pass is due: the next put or commit runs it."""
+
     cdef object buffer
 
     def __init__(self, buffer):
@@ -695,9 +746,26 @@ cdef class _CleanLater:
 
     def __call__(self):
         cdef Buffer buffer = self.buffer()
+        if buffer is not None:
+            buffer._clean_pending = False  # a hint only: _maybe_clean decides under the lock
+
+
+@cython.final
+cdef class _CleanLater:
+    """On the worker thread, a little after a pass was due: runs it if nothing else did."""
+
+    cdef object buffer
+    cdef double due
+
+    def __init__(self, buffer, double due):
+        self.buffer = buffer
+        self.due = due
+
+    def __call__(self):
+        cdef Buffer buffer = self.buffer()
         if buffer is None:
             return
-        buffer._clean_later()
+        buffer._clean_later(self.due)
 
 
 @cython.final
@@ -751,7 +819,7 @@ cdef class BufferConsumer:
             if self._closed:
                 return
             self._closed = True
-            buffer._consumers = [r for r in buffer._consumers if r() is not self]
+            buffer._prune()
             buffer._cond.notify_all()
         buffer._maybe_clean()
 

@@ -102,11 +102,12 @@ class Context:
         seconds = None if timeout is None else check.seconds_arg("timeout", timeout)
         if self._done:
             return True
+        event = self._event or threading.Event()  # before the lock: allocating may run the GC
         with self._lock:
             if self._done:
                 return True
             if self._event is None:
-                self._event = threading.Event()
+                self._event = event
             event = self._event
         if seconds is None:
             return event.wait()
@@ -310,6 +311,9 @@ class Buffer:
                 raise self._closed_error()
             consumer = BufferConsumer._attach(self, self._start)
             self._consumers.add(consumer)
+            # Again, now that a pass can see it: one that a finaliser ran while
+            # the set grew may have dropped past where it started.
+            consumer._read = consumer._committed = self._start
             if self._cleaning:
                 # The running pass asked its cleaner before this consumer existed.
                 self._clean_floor = min(self._clean_floor, self._start)
@@ -382,20 +386,61 @@ class Buffer:
 
     def _maybe_clean(self) -> None:
         """Run a pass now, or schedule one once the cooldown has passed."""
-        if self._clean_pending or self._closed:
-            return
-        with self._lock:  # decide once: two callers must not both clean, or both schedule
-            if self._clean_pending or self._closed or not self._claim_pass(False):
-                return
-        self._pass()
+        if not self._clean_pending and not self._closed:
+            self._pass(None)
 
-    def _clean_later(self) -> None:
-        """The scheduled pass, on the timer's worker thread."""
-        with self._lock:
-            self._clean_pending = False
-            if self._closed or not self._claim_pass(True):
-                return
-        self._pass()
+    def _clean_later(self, due: float) -> None:
+        """The scheduled pass, on the timer's worker thread, unless one ran since ``due``."""
+        self._pass(due)
+
+    def _pass(self, due: float | None) -> None:
+        """One pass, if it is time: ask the cleaner how many to drop, drop, release.
+
+        ``due`` is None when a put or commit asks (the pass waits for the
+        cooldown), else when a scheduled pass was due (it runs unless one ran since).
+        """
+        claimed = False
+        dropped = None  # released outside the lock: finalisers may run
+        try:
+            with self._lock:  # decide once: two callers must not both clean, or both schedule
+                if self._closed:
+                    return
+                if due is None:
+                    if self._clean_pending:
+                        return
+                elif self._last_clean >= due:
+                    return
+                else:
+                    self._clean_pending = False
+                claimed = self._claim_pass(due is not None)
+                if not claimed:
+                    return
+                self._last_clean = time.monotonic()
+                start = self._start
+                items, base = self._span
+                size = base + len(items) - start
+                offsets = [c._committed - start for c in self._consumers if not c._closed]
+                cleaner = self._cleaner
+                if cleaner is default_cleaner:  # no user code: answered and dropped at once
+                    n = default_cleaner(size, offsets)
+                    dropped = self._drop_to(min(start + n, self._clean_floor))
+                    return
+            target = start + self._ask(cleaner, size, offsets)
+            with self._lock:
+                dropped = self._drop_to(min(target, self._clean_floor))
+        finally:
+            if claimed:
+                with self._lock:
+                    self._cleaning = False
+                    if self._clean_again and not self._closed:
+                        # Never a second pass here: a cleaner that puts would loop.
+                        try:
+                            self._defer(
+                                max(self._last_clean + self._cooldown - time.monotonic(), 0.0)
+                            )
+                        finally:
+                            self._clean_again = False
+        del dropped  # here, outside the lock (or on an early return, as the frame ends)
 
     def _claim_pass(self, now: bool) -> bool:
         """Lock held: True if the caller is to run a pass now, else arrange one."""
@@ -405,48 +450,40 @@ class Buffer:
             return False
         delay = 0.0 if now else self._last_clean + self._cooldown - time.monotonic()
         if delay > 0:
-            self._clean_pending = True
-            _timer.schedule_work(delay, _CleanLater(weakref.ref(self)))
+            self._defer(delay)
             return False
         self._cleaning = True
         self._clean_floor = _NO_FLOOR
         return True
 
-    def _pass(self) -> None:
-        """One pass (``_cleaning`` set by the caller): ask the cleaner, drop, release."""
-        dropped = None
-        try:
-            target = self._clean_target()
-            with self._lock:
-                dropped = self._drop_to(min(target, self._clean_floor))
-        finally:
-            with self._lock:
-                self._cleaning = False
-                if self._clean_again and not self._closed:
-                    # Never a second pass here: a cleaner that puts would loop.
-                    self._clean_again = False
-                    delay = self._last_clean + self._cooldown - time.monotonic()
-                    _timer.schedule_work(max(delay, 0.0), _CleanLater(weakref.ref(self)))
-        del dropped  # outside the lock: finalisers may run
+    def _defer(self, delay: float) -> None:
+        """Lock held: a pass once ``delay`` seconds have passed.
 
-    def _clean_target(self) -> int:
-        """Ask the cleaner how many of the oldest messages to drop; the index to drop to."""
-        with self._lock:
-            self._last_clean = time.monotonic()
-            if self._closed:
-                return self._start
-            start = self._start
-            items, base = self._span
-            size = base + len(items) - start
-            offsets = [c._committed - start for c in self._consumers if not c._closed]
-            cleaner = self._cleaner
+        When it is due, the timer lets the next put or commit run it on its own
+        thread, where the messages it drops are likely still in cache and no other
+        thread need take the GIL; the worker runs it only if none comes soon.
+        """
+        due = time.monotonic() + delay  # before the timer reads its clock: it fires at or after due
+        ref = weakref.ref(self)
         try:
-            return start + trim_count(cleaner(size, offsets), size)
+            _timer.schedule(delay, _CleanDue(ref))
+            _timer.schedule_work(delay + min(self._cooldown, _GRACE), _CleanLater(ref, due))
+        except BaseException:  # no thread to be had, or a KeyboardInterrupt: never stuck
+            self._clean_pending = False  # the next put or commit asks again
+            raise
+        self._clean_pending = True
+
+    def _ask(
+        self, cleaner: Callable[[int, Sequence[int]], int], size: int, offsets: list[int]
+    ) -> int:
+        """Call a user's cleaner (lock not held): how many of the oldest messages to drop."""
+        try:
+            return trim_count(cleaner(size, offsets), size)
         except BaseException as exc:  # user code, maybe run off-thread: surface it
             with self._lock:
                 self._close(exc)
             if isinstance(exc, Exception):
-                return start
+                return 0
             raise  # KeyboardInterrupt and the like still reach the caller
 
     def _drop_to(self, target: int) -> list[Any] | None:
@@ -469,9 +506,12 @@ class Buffer:
 
 
 _NO_FLOOR = 1 << 63  # past any index
+_GRACE = 0.001  # how long a due pass waits for a put or commit to run it
 
 
-class _CleanLater:
+class _CleanDue:
+    """On the timer thread, when a deferred pass is due: the next put or commit runs it."""
+
     __slots__ = ("buffer",)
 
     def __init__(self, buffer: weakref.ref[Buffer]) -> None:
@@ -479,9 +519,24 @@ class _CleanLater:
 
     def __call__(self) -> None:
         buffer = self.buffer()
+        if buffer is not None:
+            buffer._clean_pending = False  # a hint only: _maybe_clean decides under the lock
+
+
+class _CleanLater:
+    """On the worker thread, a little after a pass was due: runs it if nothing else did."""
+
+    __slots__ = ("buffer", "due")
+
+    def __init__(self, buffer: weakref.ref[Buffer], due: float) -> None:
+        self.buffer = buffer
+        self.due = due
+
+    def __call__(self) -> None:
+        buffer = self.buffer()
         if buffer is None:
             return
-        buffer._clean_later()
+        buffer._clean_later(self.due)
 
 
 class _Waker:

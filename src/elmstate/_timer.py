@@ -7,6 +7,15 @@ callbacks, which must be internal and quick (ending a context). Work that may
 run user code (a cleaner, the finalisers of the messages it drops) is
 scheduled with :func:`schedule_work` and handed, when due, to the
 ``elmstate-worker`` thread: however long it blocks, deadlines still fire.
+
+Scheduling and cancelling take no lock. Both run from finalisers, which the
+garbage collector may start inside any allocation — also inside this module,
+on this module's own threads: a lock held there would deadlock. New entries go
+through a deque (whose appends and pops are atomic) to the timer thread, the
+heap's only user, and releasing a plain lock (a call into C that runs no
+Python code) wakes it. Not a ``queue.SimpleQueue``: on CPython 3.11 its
+``get(timeout=...)`` can block for good when signals interrupt the wait, as a
+KeyboardInterrupt storm on the main thread does; ``Lock.acquire`` cannot.
 """
 
 from __future__ import annotations
@@ -20,16 +29,23 @@ import time
 import traceback
 from typing import Callable
 
-_lock = threading.Condition(threading.Lock())
-_heap: list[tuple[float, int]] = []  # (when, handle); entries of cancelled handles linger
 # handle -> (fn, on the worker?), for every handle neither run nor cancelled. Only
-# this dict holds the callbacks, so cancel() frees one at once, without the lock.
+# this dict holds the callbacks, so cancel() frees one at once.
 _pending: dict[int, tuple[Callable[[], object], bool]] = {}
-_seq = itertools.count(1)
+_seq = itertools.count(1)  # next() is atomic
+_inbox: collections.deque[tuple[float, int]] = collections.deque()  # to the timer thread
+_heap: list[tuple[float, int]] = []  # (when, handle); the timer thread's alone
+# When the timer thread will look again: a schedule() for earlier wakes it. -inf
+# while it is awake (it reads the inbox again before it sleeps).
+_next_look = float("-inf")
+_wake = threading.Lock()  # held while no wake-up is pending: see _signal()
+_wake.acquire()
+_work: collections.deque[Callable[[], object]] = collections.deque()  # to the worker
+_work_wake = threading.Lock()
+_work_wake.acquire()
 _thread: threading.Thread | None = None
-_work: collections.deque[Callable[[], object]] = collections.deque()
-_work_ready = threading.Condition(threading.Lock())
 _worker: threading.Thread | None = None
+_starting = threading.Lock()  # only ever tried, never waited for
 
 # Rebuild the heap once cancelled entries outnumber live ones by this much: a
 # million cancelled timeouts must not hold a million heap entries.
@@ -47,76 +63,106 @@ def schedule_work(delay: float, fn: Callable[[], object]) -> int:
 
 
 def cancel(handle: int) -> None:
-    """Forget a scheduled callback; harmless if it already ran.
-
-    Takes no lock: a single dict operation is atomic, and this also runs from
-    finalisers, which the garbage collector may call while the lock is held.
-    """
+    """Forget a scheduled callback; harmless if it already ran."""
     _pending.pop(handle, None)
 
 
 def _schedule(delay: float, fn: Callable[[], object], work: bool) -> int:
-    global _thread
     when = time.monotonic() + delay
-    with _lock:
-        handle = next(_seq)
-        _pending[handle] = (fn, work)
-        if len(_heap) > 2 * len(_pending) + _SLACK:
-            _heap[:] = [entry for entry in _heap if entry[1] in _pending]
-            heapq.heapify(_heap)
-        heapq.heappush(_heap, (when, handle))
-        if _thread is None:
-            _thread = threading.Thread(target=_loop, name="elmstate-timer", daemon=True)
-            _thread.start()
-        elif _heap[0][1] == handle:
-            _lock.notify()  # the new entry is the earliest: shorten the wait
+    handle = next(_seq)
+    _pending[handle] = (fn, work)
+    _inbox.append((when, handle))
+    if when < _next_look or len(_inbox) % _SLACK == 0:  # or the inbox grows: compact
+        _signal(_wake)
+    if _thread is None:
+        _start_timer()
     return handle
 
 
+def _start_timer() -> None:
+    global _thread
+    if not _starting.acquire(False):
+        return  # another start is under way (maybe ours, re-entered): it finds the inbox
+    try:
+        if _thread is None:
+            thread = threading.Thread(target=_loop, name="elmstate-timer", daemon=True)
+            _thread = thread  # first: an interrupt inside start() must not lose a live thread
+            try:
+                thread.start()
+            except BaseException:  # no more threads, or a KeyboardInterrupt
+                if not thread.is_alive():
+                    _thread = None  # the next schedule tries again (a late starter bows out)
+                raise
+    finally:
+        _starting.release()
+
+
 def _loop() -> None:
-    while True:
-        with _lock:
-            while True:
-                if not _heap:
-                    _lock.wait()
-                    continue
-                when, handle = _heap[0]
-                delay = when - time.monotonic()
-                if delay > 0:
-                    # A deadline past TIMEOUT_MAX (about 292 years on Linux) is
-                    # waited for in steps: wait() refuses longer timeouts.
-                    _lock.wait(min(delay, threading.TIMEOUT_MAX))
-                    continue
-                heapq.heappop(_heap)
-                entry = _pending.pop(handle, None)
+    global _next_look
+    me = threading.current_thread()
+    while _thread is me:
+        try:
+            _next_look = float("-inf")
+            while _inbox:
+                heapq.heappush(_heap, _inbox.popleft())
+            if len(_heap) > 2 * len(_pending) + _SLACK:
+                _heap[:] = [entry for entry in _heap if entry[1] in _pending]
+                heapq.heapify(_heap)
+            now = time.monotonic()
+            while _heap and _heap[0][0] <= now:
+                entry = _pending.pop(heapq.heappop(_heap)[1], None)
                 if entry is not None:
-                    break
-        fn, work = entry
-        if work:
-            _hand_over(fn)
-        else:
-            _call(fn)
-        del fn, entry
+                    fn, work = entry
+                    if work:
+                        _hand_over(fn)
+                    else:
+                        _call(fn)
+                    del fn, entry
+            delay = _heap[0][0] - time.monotonic() if _heap else None
+            _next_look = float("inf") if delay is None else time.monotonic() + delay
+            if _inbox:
+                continue  # scheduled while we looked: it may be earlier
+            # A deadline past TIMEOUT_MAX (about 292 years on Linux) is waited
+            # for in steps: acquire() refuses longer timeouts.
+            _wake.acquire(
+                timeout=-1 if delay is None else min(max(delay, 0), threading.TIMEOUT_MAX)
+            )
+        except BaseException:  # pragma: no cover - this thread must not die
+            traceback.print_exc()
 
 
 def _hand_over(fn: Callable[[], object]) -> None:
+    _work.append(fn)
+    _signal(_work_wake)
+    if _worker is None:
+        _start_worker()
+
+
+def _start_worker() -> None:
+    """Only the timer thread calls this (or a forked child, before any other thread)."""
     global _worker
-    with _work_ready:
-        _work.append(fn)
-        if _worker is None:
-            _worker = threading.Thread(target=_work_loop, name="elmstate-worker", daemon=True)
-            _worker.start()
-        _work_ready.notify()
+    try:
+        worker = threading.Thread(target=_work_loop, name="elmstate-worker", daemon=True)
+        worker.start()
+        _worker = worker
+    except RuntimeError:  # no more threads: do the work here rather than never
+        while _work:
+            _call(_work.popleft())
 
 
 def _work_loop() -> None:
     while True:
-        with _work_ready:
-            while not _work:
-                _work_ready.wait()
-            fn = _work.popleft()
-        _call(fn)
-        del fn
+        _work_wake.acquire()
+        while _work:
+            _call(_work.popleft())
+
+
+def _signal(wake: threading.Lock) -> None:
+    """Wake the thread that waits to acquire ``wake`` (once, however often called)."""
+    try:
+        wake.release()
+    except RuntimeError:
+        pass  # released already: a wake-up is pending
 
 
 def _call(fn: Callable[[], object]) -> None:
@@ -130,15 +176,22 @@ def _call(fn: Callable[[], object]) -> None:
 
 
 def _after_fork() -> None:
-    # The threads do not survive fork; the child starts fresh ones on demand.
-    global _lock, _thread, _work_ready, _worker
-    _lock = threading.Condition(threading.Lock())
-    _heap.clear()
-    _pending.clear()
-    _thread = None
-    _work_ready = threading.Condition(threading.Lock())
-    _work.clear()
-    _worker = None
+    # The threads do not survive fork; what they had to do does (the heap, the
+    # pending callbacks, the deques), so the child starts fresh threads for it.
+    # The wake-up locks are replaced: a fresh pair, with no wake-up pending.
+    global _thread, _worker, _wake, _work_wake, _starting, _next_look
+    _thread = _worker = None
+    _wake = threading.Lock()
+    _wake.acquire()
+    _work_wake = threading.Lock()
+    _work_wake.acquire()
+    _starting = threading.Lock()
+    _next_look = float("-inf")
+    if _work:
+        _signal(_work_wake)
+        _start_worker()
+    if _pending:
+        _start_timer()
 
 
 if hasattr(os, "register_at_fork"):
