@@ -618,7 +618,7 @@ cdef class Buffer:
                 k = min(target, self._clean_floor) - self._start
                 if k > 256:
                     k = 256
-                if k <= 0:
+                if k <= 0 or self._closed:  # closed while its cleaner ran: what it holds stays
                     size = self._end - self._start
                     if self._mask >= _SHRINK_ABOVE and 4 * size <= self._mask:
                         cap = _MIN_CAPACITY

@@ -490,7 +490,7 @@ class Buffer:
         """Lock held: drop the messages below ``target``; returns what to release."""
         items, base = self._span
         n = target - self._start
-        if n <= 0:
+        if n <= 0 or self._closed:  # closed while its cleaner ran: what it holds stays
             return None
         low, high = self._start - base, target - base
         self._start = target  # first: a reader that loaded a slot checks _start after
