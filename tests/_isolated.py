@@ -8,25 +8,19 @@ is set or removed to match the core under test, as in tests/test_leaks.py.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 from types import ModuleType
+
+from _helpers import subprocess_env
 
 
 def run_python(
     elm: ModuleType, code: str, timeout: float = 30.0
 ) -> subprocess.CompletedProcess[str]:
     """Run ``code`` (dedented) with ``python -c``; returns the finished process."""
-    env = dict(os.environ)
-    package_parent = str(Path(str(elm.__file__)).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
-    if elm.compiled:
-        env.pop("ELMSTATE_NO_EXTENSIONS", None)
-    else:
-        env["ELMSTATE_NO_EXTENSIONS"] = "1"
+    env = subprocess_env(elm)
     preamble = (
         "import elmstate as elm\n"
         f"assert elm.compiled is {bool(elm.compiled)!r}, 'the subprocess picked the wrong core'\n"

@@ -15,6 +15,7 @@ from types import ModuleType
 from typing import Any, Callable
 
 import pytest
+from _helpers import wait_for
 
 SAFETY = 5.0  # seconds: a ctx timeout on every run, so a bug fails instead of hanging
 
@@ -25,16 +26,6 @@ class Boom(Exception):
 
 class Stop(Exception):
     pass
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 2.0) -> bool:
-    """Poll ``predicate`` until it holds or ``timeout`` seconds pass."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() >= deadline:
-            return predicate()
-        time.sleep(0.002)
-    return True
 
 
 class Lister:

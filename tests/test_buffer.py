@@ -16,20 +16,10 @@ from types import ModuleType
 from typing import Any, Callable
 
 import pytest
+from _helpers import wait_for
 
 SAFETY = 5.0  # seconds: a blocked call that should have woken fails instead of hanging
 WAKE_LIMIT = 0.05  # seconds: SPEC §2 "within a few milliseconds", with room for a noisy box
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 2.0) -> bool:
-    """Poll ``predicate`` until it holds or ``timeout`` seconds pass."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() >= deadline:
-            return predicate()
-        time.sleep(0.002)
 
 
 class InThread:

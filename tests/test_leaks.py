@@ -6,13 +6,13 @@ its own; the script fails (exit 1) if RSS grew by more than 10 MB after warm-up.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+from _helpers import subprocess_env
 
 SCRIPT = Path(__file__).with_name("leak_run.py")
 MESSAGES = 5_000_000
@@ -21,14 +21,7 @@ MESSAGES = 5_000_000
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/statm")
 def test_streaming_millions_of_messages_keeps_memory_flat(elm: ModuleType) -> None:
-    env = dict(os.environ)
-    # Import elmstate from wherever this session did (a src checkout or an install).
-    package_parent = str(Path(str(elm.__file__)).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
-    if elm.compiled:
-        env.pop("ELMSTATE_NO_EXTENSIONS", None)
-    else:
-        env["ELMSTATE_NO_EXTENSIONS"] = "1"
+    env = subprocess_env(elm)
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), str(MESSAGES)],
         env=env,

@@ -14,9 +14,10 @@ import sys
 import time
 import weakref
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any
 
 import pytest
+from _helpers import wait_for
 
 
 class Msg:
@@ -40,15 +41,6 @@ def counts(objs: list[Any]) -> list[int]:
 
 def plus_one(counts: list[int]) -> list[int]:
     return [c + 1 for c in counts]
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 2.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() >= deadline:
-            return predicate()
-        time.sleep(0.002)
-    return True
 
 
 def settle(objs: list[Any], expected: list[int], timeout: float = 2.0) -> list[int]:

@@ -23,19 +23,10 @@ from types import ModuleType
 from typing import Any, Callable
 
 import pytest
+from _helpers import wait_for
 from _isolated import report, run_python
 
 WATCHDOG = 30.0
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 2.0) -> bool:
-    """Poll ``predicate`` until it holds or ``timeout`` seconds pass."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() >= deadline:
-            return predicate()
-        time.sleep(0.002)
-    return True
 
 
 def assert_deadlines_fire(elm: ModuleType) -> None:
