@@ -15,6 +15,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from _helpers import wait_for
 from _isolated import report, run_python
 
 # --------------------------------------------------------------------------- construction
@@ -246,3 +247,23 @@ def test_a_clean_pass_does_not_copy_the_backlog(elm: ModuleType) -> None:
             tracemalloc.stop()
     assert len(buf) == backlog + 1 - 1_003
     assert peak - current < 200_000, f"a clean pass allocated up to {peak - current} bytes"
+
+
+def test_a_shorter_cooldown_replaces_a_pass_scheduled_under_a_longer_one(
+    elm: ModuleType,
+) -> None:
+    """set_cleaner with a shorter cooldown takes effect at once.
+
+    A pass scheduled under an hour's cooldown used to stay the only one
+    scheduled: nothing committed was dropped until it came due.
+    """
+    buf = elm.Buffer()
+    consumer = buf.new_consumer()
+    buf.set_cleaner(elm.default_cleaner, cooldown=3600)  # runs now; the next pass in an hour
+    buf.put(None, 1, 2, 3)
+    for _ in range(3):
+        consumer.get()
+    consumer.commit()
+    assert len(buf) == 3
+    buf.set_cleaner(elm.default_cleaner, cooldown=0.01)
+    assert wait_for(lambda: len(buf) == 0)

@@ -418,6 +418,65 @@ def test_a_forked_child_runs_the_pass_pending_at_fork(elm: ModuleType) -> None:
     ]
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_cleans_although_a_pass_ran_at_fork(elm: ModuleType) -> None:
+    """A fork while another thread runs a pass leaves the child's buffer cleaning.
+
+    The child inherits the buffer's "a pass runs" state but not the thread that
+    would end it; before the fix every later request in the child only asked
+    that pass for another, and nothing was ever dropped there again.
+    """
+    lines = run_lines(
+        elm,
+        """
+        import os
+        import signal
+        import sys
+        import threading
+        import time
+
+        parent = os.getpid()
+        in_cleaner = threading.Event()
+
+
+        def slow_cleaner(size, offsets):
+            if os.getpid() == parent and threading.current_thread().name == "committer":
+                in_cleaner.set()
+                time.sleep(0.5)
+            return elm.default_cleaner(size, offsets)
+
+
+        buf = elm.Buffer()
+        c = buf.new_consumer()
+        buf.set_cleaner(slow_cleaner, cooldown=0)
+        buf.put(None, 0)
+        c.get()
+        committer = threading.Thread(target=c.commit, name="committer")
+        committer.start()  # its commit runs a pass, and the cleaner sleeps in it
+        assert in_cleaner.wait(5)
+        pid = os.fork()
+        if pid == 0:
+            signal.alarm(10)
+            try:
+                for i in range(100):
+                    buf.put(None, i)
+                    c.get()
+                    c.commit()
+                deadline = time.monotonic() + 1.5
+                while len(buf) and time.monotonic() < deadline:
+                    time.sleep(0.005)
+                print("child holds:", len(buf), flush=True)
+            finally:
+                sys.stdout.flush()
+                os._exit(0)
+        os.waitpid(pid, 0)
+        committer.join()
+        print("parent holds:", len(buf), flush=True)
+        """,
+    )
+    assert lines == ["child holds: 0", "parent holds: 0"]
+
+
 # --------------------------------------------------------------------------- KeyboardInterrupt
 
 TRIALS = 30

@@ -230,17 +230,15 @@ cdef object _wait_long(object event, double seconds):
 
 @cython.final
 cdef class _ChildLink:
-    """Held by a parent: cancels the child without keeping it alive."""
+    """Held by a parent among its callbacks: the child, without keeping it alive.
+
+    Not called: _finish ends the child itself, so that no chain recurses.
+    """
 
     cdef object child
 
     def __init__(self, child):
         self.child = child
-
-    def __call__(self, err):
-        cdef Context child = self.child()
-        if child is not None:
-            child._finish(_same_kind(err))
 
 
 @cython.final
@@ -300,6 +298,7 @@ cdef class Buffer:
     cdef bint _clean_pending
     cdef bint _cleaning  # a pass runs (its cleaner is called without the lock)
     cdef bint _clean_again  # something asked for a pass while one ran
+    cdef Py_ssize_t _clean_fork  # _timer.forks when the running pass began
     cdef int64_t _clean_floor  # a pass drops nothing at or past this index
     cdef object __weakref__
 
@@ -335,7 +334,7 @@ cdef class Buffer:
                 raise self._closed_error()
             consumer = BufferConsumer.__new__(BufferConsumer, _ATTACH)
             consumer._buffer = self
-            consumer._read = consumer._committed = self._start
+            consumer._read = consumer._committed = self._start  # what a pass meanwhile sees
             self._consumers.append(weakref.ref(consumer))
             # Again, now that a pass can see it: one that a finaliser ran while
             # the list grew may have dropped past where it started.
@@ -352,6 +351,7 @@ cdef class Buffer:
         with self._lock:
             self._cleaner = cleaner
             self._cooldown = seconds
+            self._clean_pending = False  # a pass scheduled under the old cooldown: decide anew
         self._maybe_clean()
 
     def __len__(self):
@@ -485,10 +485,6 @@ cdef class Buffer:
             self._pass(False, 0.0)
         return 0
 
-    cdef int _clean_later(self, double due) except -1:
-        """The scheduled pass, on the timer's worker thread, unless one ran since ``due``."""
-        return self._pass(True, due)
-
     cdef int _pass(self, bint scheduled, double due) except -1:
         """One pass, if it is time: ask the cleaner how many to drop, drop, release.
 
@@ -532,7 +528,7 @@ cdef class Buffer:
                         if consumer is not None:
                             offsets.append(consumer._committed - start)
             if ask:
-                target = start + self._ask(cleaner, size, offsets)
+                target = start + self._ask(cleaner, size, offsets, not scheduled)
             self._drop_to(target)
         finally:
             if claimed:
@@ -562,7 +558,7 @@ cdef class Buffer:
 
     cdef bint _claim_pass(self, bint now) except -1:
         """Lock held: True if the caller is to run a pass now, else arrange one."""
-        if self._cleaning:
+        if self._cleaning and self._clean_fork == _timer.forks:  # (a parent's pass is void)
             self._clean_again = True
             self._clean_pending = True
             return False
@@ -571,6 +567,7 @@ cdef class Buffer:
             self._defer(delay)
             return False
         self._cleaning = True
+        self._clean_fork = _timer.forks
         self._clean_floor = _NO_FLOOR
         return True
 
@@ -592,16 +589,16 @@ cdef class Buffer:
         self._clean_pending = True
         return 0
 
-    cdef int64_t _ask(self, cleaner, int64_t size, list offsets) except? -1:
+    cdef int64_t _ask(self, cleaner, int64_t size, list offsets, bint inline) except? -1:
         """Call a user's cleaner (lock not held): how many of the oldest messages to drop."""
         try:
             return trim_count(cleaner(size, offsets), size)
         except BaseException as exc:  # user code, maybe run off-thread: surface it
             with self._lock:
                 self._close(exc)
-            if isinstance(exc, Exception):
-                return 0
-            raise  # KeyboardInterrupt and the like still reach the caller
+            if inline and not isinstance(exc, Exception):
+                raise  # KeyboardInterrupt and the like still reach the caller
+            return 0  # off-thread, the closed buffer reports it
 
     cdef int _drop_to(self, int64_t target) except -1:
         """Drop messages below ``target`` a chunk at a time.
@@ -765,7 +762,7 @@ cdef class _CleanLater:
         cdef Buffer buffer = self.buffer()
         if buffer is None:
             return
-        buffer._clean_later(self.due)
+        buffer._pass(True, self.due)
 
 
 @cython.final
@@ -797,9 +794,6 @@ cdef class BufferConsumer:
         # would dereference nothing.
         if len(args) != 1 or args[0] is not _ATTACH or kwargs:
             raise TypeError("use Buffer.new_consumer() to make a consumer")
-
-    def __init__(self, *args, **kwargs):
-        raise TypeError("use Buffer.new_consumer() to make a consumer")
 
     # get(ctx=None) is installed below the class as a METH_FASTCALL method.
 

@@ -65,7 +65,9 @@ class Context:
         self._lock = threading.Lock()
         self._done = False
         self._err: Canceled | None = None
-        self._callbacks: dict[int, Callable[[Canceled], object]] = {}  # run once, at the end
+        self._callbacks: dict[
+            int, Callable[[Canceled], object] | _ChildLink
+        ] = {}  # run once, at the end
         self._event: threading.Event | None = None
         self._parent: Context | None = None
         self._parent_token = 0
@@ -130,7 +132,7 @@ class Context:
 
     # Internal: callbacks run (outside the lock) when the context ends.
 
-    def _on_done(self, fn: Callable[[Canceled], object]) -> int:
+    def _on_done(self, fn: Callable[[Canceled], object] | _ChildLink) -> int:
         """Register ``fn(err)``; returns a token for :meth:`_off_done`, or 0 if already ended."""
         with self._lock:
             if self._done:
@@ -163,7 +165,7 @@ class Context:
         while ending:
             ctx, err = ending.pop()
             for fn in ctx._end(err):
-                if type(fn) is _ChildLink:
+                if isinstance(fn, _ChildLink):
                     child = fn.child()
                     if child is not None:
                         ending.append((child, _same_kind(err)))
@@ -176,9 +178,11 @@ class Context:
         if first is not None:
             raise first
 
-    def _end(self, err: Canceled) -> list[Callable[[Canceled], object]]:
+    def _end(self, err: Canceled) -> list[Callable[[Canceled], object] | _ChildLink]:
         """Mark this context ended; returns the callbacks to run (none if it had ended)."""
-        fresh: dict[int, Callable[[Canceled], object]] = {}  # before the lock: may run the GC
+        fresh: dict[
+            int, Callable[[Canceled], object] | _ChildLink
+        ] = {}  # before the lock: may run the GC
         with self._lock:
             if self._done:
                 return []
@@ -219,17 +223,15 @@ def _same_kind(err: Canceled | None) -> Canceled:
 
 
 class _ChildLink:
-    """Held by a parent: cancels the child without keeping it alive."""
+    """Held by a parent among its callbacks: the child, without keeping it alive.
+
+    Not called: _finish ends the child itself, so that no chain recurses.
+    """
 
     __slots__ = ("child",)
 
     def __init__(self, child: weakref.ref[Context]) -> None:
         self.child = child
-
-    def __call__(self, err: Canceled) -> None:
-        child = self.child()
-        if child is not None:
-            child._finish(_same_kind(err))
 
 
 class _Expire:
@@ -283,6 +285,7 @@ class Buffer:
         self._clean_pending = False
         self._cleaning = False  # a pass runs (its cleaner is called without the lock)
         self._clean_again = False  # something asked for a pass while one ran
+        self._clean_fork = 0  # _timer.forks when the running pass began
         self._clean_floor = _NO_FLOOR  # a pass drops nothing at or past this index
 
     def put(self, ctx: Context | None, *values: Any) -> None:
@@ -328,6 +331,7 @@ class Buffer:
         with self._lock:
             self._cleaner = cleaner
             self._cooldown = seconds
+            self._clean_pending = False  # a pass scheduled under the old cooldown: decide anew
         self._maybe_clean()
 
     def __len__(self) -> int:
@@ -389,10 +393,6 @@ class Buffer:
         if not self._clean_pending and not self._closed:
             self._pass(None)
 
-    def _clean_later(self, due: float) -> None:
-        """The scheduled pass, on the timer's worker thread, unless one ran since ``due``."""
-        self._pass(due)
-
     def _pass(self, due: float | None) -> None:
         """One pass, if it is time: ask the cleaner how many to drop, drop, release.
 
@@ -425,7 +425,7 @@ class Buffer:
                     n = default_cleaner(size, offsets)
                     dropped = self._drop_to(min(start + n, self._clean_floor))
                     return
-            target = start + self._ask(cleaner, size, offsets)
+            target = start + self._ask(cleaner, size, offsets, due is None)
             with self._lock:
                 dropped = self._drop_to(min(target, self._clean_floor))
         finally:
@@ -444,7 +444,7 @@ class Buffer:
 
     def _claim_pass(self, now: bool) -> bool:
         """Lock held: True if the caller is to run a pass now, else arrange one."""
-        if self._cleaning:
+        if self._cleaning and self._clean_fork == _timer.forks:  # (a parent's pass is void)
             self._clean_again = True
             self._clean_pending = True
             return False
@@ -453,6 +453,7 @@ class Buffer:
             self._defer(delay)
             return False
         self._cleaning = True
+        self._clean_fork = _timer.forks
         self._clean_floor = _NO_FLOOR
         return True
 
@@ -474,7 +475,11 @@ class Buffer:
         self._clean_pending = True
 
     def _ask(
-        self, cleaner: Callable[[int, Sequence[int]], int], size: int, offsets: list[int]
+        self,
+        cleaner: Callable[[int, Sequence[int]], int],
+        size: int,
+        offsets: list[int],
+        inline: bool,
     ) -> int:
         """Call a user's cleaner (lock not held): how many of the oldest messages to drop."""
         try:
@@ -482,9 +487,9 @@ class Buffer:
         except BaseException as exc:  # user code, maybe run off-thread: surface it
             with self._lock:
                 self._close(exc)
-            if isinstance(exc, Exception):
-                return 0
-            raise  # KeyboardInterrupt and the like still reach the caller
+            if inline and not isinstance(exc, Exception):
+                raise  # KeyboardInterrupt and the like still reach the caller
+            return 0  # off-thread, the closed buffer reports it
 
     def _drop_to(self, target: int) -> list[Any] | None:
         """Lock held: drop the messages below ``target``; returns what to release."""
@@ -536,7 +541,7 @@ class _CleanLater:
         buffer = self.buffer()
         if buffer is None:
             return
-        buffer._clean_later(self.due)
+        buffer._pass(self.due)
 
 
 class _Waker:

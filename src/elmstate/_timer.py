@@ -46,6 +46,7 @@ _work_wake.acquire()
 _thread: threading.Thread | None = None
 _worker: threading.Thread | None = None
 _starting = threading.Lock()  # only ever tried, never waited for
+forks = 0  # how many times this process is a forked child: what a parent's thread began is void
 
 # Rebuild the heap once cancelled entries outnumber live ones by this much: a
 # million cancelled timeouts must not hold a million heap entries.
@@ -179,7 +180,8 @@ def _after_fork() -> None:
     # The threads do not survive fork; what they had to do does (the heap, the
     # pending callbacks, the deques), so the child starts fresh threads for it.
     # The wake-up locks are replaced: a fresh pair, with no wake-up pending.
-    global _thread, _worker, _wake, _work_wake, _starting, _next_look
+    global _thread, _worker, _wake, _work_wake, _starting, _next_look, forks
+    forks += 1
     _thread = _worker = None
     _wake = threading.Lock()
     _wake.acquire()
