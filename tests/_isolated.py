@@ -15,6 +15,24 @@ from types import ModuleType
 
 from _helpers import subprocess_env
 
+# Every snippet starts with these: ``elm``, and two helpers most of them use.
+HELPERS = """
+import time as _time
+
+
+def wait_until(predicate, timeout=2.0):
+    deadline = _time.monotonic() + timeout
+    while not predicate() and _time.monotonic() < deadline:
+        _time.sleep(0.005)
+    return predicate()
+
+
+def deadlines_fire():
+    began = _time.monotonic()
+    fired = elm.Context(timeout=0.05).wait(2)
+    return fired and _time.monotonic() - began < 1.5
+"""
+
 
 def run_python(
     elm: ModuleType, code: str, timeout: float = 30.0
@@ -24,6 +42,7 @@ def run_python(
     preamble = (
         "import elmstate as elm\n"
         f"assert elm.compiled is {bool(elm.compiled)!r}, 'the subprocess picked the wrong core'\n"
+        + HELPERS
     )
     return subprocess.run(
         [sys.executable, "-c", preamble + textwrap.dedent(code)],

@@ -67,17 +67,6 @@ def collect_inside(offset, fn, call):
         del hold
 
 
-def deadlines_fire():
-    began = time.monotonic()
-    fired = elm.Context(timeout=0.05).wait(2)
-    return fired and time.monotonic() - began < 1.5
-
-
-def wait_until(predicate, timeout=2.0):
-    deadline = time.monotonic() + timeout
-    while not predicate() and time.monotonic() < deadline:
-        time.sleep(0.005)
-    return predicate()
 """
 
 OFFSETS = 40  # the sweep's width: the windows measured are within 0..15 on 3.11
@@ -365,14 +354,6 @@ def test_a_forked_child_runs_the_pass_pending_at_fork(elm: ModuleType) -> None:
 
         faulthandler.dump_traceback_later(15, exit=True)
 
-
-        def wait_until(predicate, timeout):
-            deadline = time.monotonic() + timeout
-            while not predicate() and time.monotonic() < deadline:
-                time.sleep(0.005)
-            return predicate()
-
-
         buf = elm.Buffer()
         c = buf.new_consumer()
         buf.set_cleaner(elm.default_cleaner, cooldown=0.2)
@@ -611,20 +592,6 @@ def test_the_timer_survives_failing_to_start_the_worker(elm: ModuleType) -> None
 
         faulthandler.dump_traceback_later(15, exit=True)
         from elmstate import _timer
-
-
-        def wait_until(predicate, timeout):
-            deadline = time.monotonic() + timeout
-            while not predicate() and time.monotonic() < deadline:
-                time.sleep(0.005)
-            return predicate()
-
-
-        def deadlines_fire():
-            began = time.monotonic()
-            fired = elm.Context(timeout=0.05).wait(2)
-            return fired and time.monotonic() - began < 1.5
-
 
         assert elm.Context(timeout=0.01).wait(1)  # the timer thread runs
         assert _timer._worker is None, "the worker started already"

@@ -58,12 +58,6 @@ def off_main_thread():
     return threading.current_thread() is not threading.main_thread()
 
 
-def deadlines_fire():
-    began = time.monotonic()
-    fired = elm.Context(timeout=0.05).wait(2)
-    return fired and time.monotonic() - began < 1.5
-
-
 def timer_alive():
     return any(t.name == "elmstate-timer" and t.is_alive() for t in threading.enumerate())
 """
