@@ -430,8 +430,10 @@ class Buffer:
                 dropped = self._drop_to(min(target, self._clean_floor))
         finally:
             if claimed:
+                # First, before anything that may be interrupted (taking the
+                # lock): one store, and the next pass may be claimed.
+                self._cleaning = False
                 with self._lock:
-                    self._cleaning = False
                     if self._clean_again and not self._closed:
                         # Never a second pass here: a cleaner that puts would loop.
                         try:
@@ -452,9 +454,11 @@ class Buffer:
         if delay > 0:
             self._defer(delay)
             return False
-        self._cleaning = True
         self._clean_fork = _timer.forks
         self._clean_floor = _NO_FLOOR
+        # Last, right before the return: a KeyboardInterrupt raised between
+        # the two would leave a pass claimed that no caller ends.
+        self._cleaning = True
         return True
 
     def _defer(self, delay: float) -> None:
