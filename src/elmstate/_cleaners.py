@@ -23,33 +23,38 @@ def default_cleaner(size: int, offsets: Sequence[int]) -> int:
 class CleanerNotification(NamedTuple):
     """What :func:`fixed_buffer_cleaner` passes to its callback when it trims."""
 
-    max: int
-    target: int
+    max_size: int
+    target_size: int
     size: int
     offsets: Sequence[int]
     trim: int
 
 
 def fixed_buffer_cleaner(
-    max: int, target: int, callback: Callable[[CleanerNotification], object] | None = None
+    max_size: int,
+    target_size: int,
+    callback: Callable[[CleanerNotification], object] | None = None,
 ) -> Callable[[int, Sequence[int]], int]:
-    """A cleaner that trims the buffer back to ``target`` whenever it exceeds ``max``.
+    """A cleaner that trims the buffer back to ``target_size`` whenever it exceeds ``max_size``.
 
     Consumers whose unread messages are trimmed get :class:`Lagged` on their next get.
     """
-    for name, value in (("max", max), ("target", target)):
+    for name, value in (("max_size", max_size), ("target_size", target_size)):
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if target < 0 or max < target:
-        raise ValueError(f"need 0 <= target <= max, got max={max!r}, target={target!r}")
+    if target_size < 0 or max_size < target_size:
+        raise ValueError(
+            "need 0 <= target_size <= max_size, "
+            f"got max_size={max_size!r}, target_size={target_size!r}"
+        )
     check.optional_callable_arg("callback", callback)
 
     def cleaner(size: int, offsets: Sequence[int]) -> int:
-        if size <= max:
+        if size <= max_size:
             return 0
-        trim = size - target
+        trim = size - target_size
         if callback is not None:
-            callback(CleanerNotification(max, target, size, list(offsets), trim))
+            callback(CleanerNotification(max_size, target_size, size, list(offsets), trim))
         return trim
 
     return cleaner
