@@ -6,10 +6,10 @@ model is loaded from and saved to a key-value store. The hot path is compiled
 (Cython) when available; ``elmstate.compiled`` tells which core is live.
 """
 
+from ._aggregate import aggregate
 from ._backend import compiled, core
 from ._cleaners import CleanerNotification, default_cleaner, fixed_buffer_cleaner
 from ._errors import Canceled, Closed, DeadlineExceeded, Lagged, NothingUncommitted
-from ._aggregate import aggregate
 from .commands import new_command, tag
 from .stores import MemoryStore, SQLiteStore
 

@@ -9,7 +9,6 @@ from . import _validate as check
 from ._backend import core
 from .commands import Command
 
-Context = core.Context
 Load = Callable[[Any], object]
 ReadOnlyModels = Optional[Iterable[Optional[Callable[[], tuple[str, Optional[Load]]]]]]
 Hydrator = Callable[[Any, str, bytes], tuple[Any, ReadOnlyModels]]
@@ -56,10 +55,7 @@ def aggregate(
     check.optional_callable_arg("replay", replay)
     check.store_arg(store)
     check.key_arg("key", key)
-    if ctx is None:
-        ctx = Context()
-    elif type(ctx) is not Context:
-        raise check.not_context("ctx", ctx)
+    ctx = core._context_arg(ctx)
 
     root = _Loader(ctx, store, hydrator).load(key)
     if root is not None:
@@ -68,11 +64,7 @@ def aggregate(
             return root, None
 
     model = core.batch(init, update, view, producer, consumer, fetcher, ctx=ctx, replay=replay)
-    value = dehydrator(ctx, key, model)
-    if isinstance(value, (bytearray, memoryview)):
-        value = bytes(value)
-    elif not isinstance(value, bytes):
-        raise TypeError(f"dehydrator must return bytes, got {type(value).__name__}")
+    value = check.bytes_value(dehydrator(ctx, key, model), "dehydrator must return bytes")
     store.store(ctx, key, value)
     return model
 
@@ -127,10 +119,7 @@ class _Loader:
         if value is None:
             self.loaded[key] = None
             return None, None
-        if isinstance(value, (bytearray, memoryview)):
-            value = bytes(value)
-        elif not isinstance(value, bytes):
-            raise TypeError(f"store.load must return bytes or None, got {type(value).__name__}")
+        value = check.bytes_value(value, "store.load must return bytes or None")
         model, references = check.pair(
             "hydrator", self.hydrator(self.ctx, key, value), "(model, read_only_models)"
         )

@@ -19,6 +19,7 @@ from cpython.sequence cimport PySequence_Fast_ITEMS
 from cpython.tuple cimport PyTuple_GET_SIZE
 from libc.stdint cimport int64_t
 
+import logging
 import threading
 import weakref
 from time import monotonic
@@ -41,6 +42,7 @@ cdef inline object _call1(object fn, object arg):
     return PyObject_Vectorcall(fn, &args[1], 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL)
 
 
+cdef object _log = logging.getLogger("elmstate")
 cdef object _Lock = threading.Lock
 cdef object _RLock = threading.RLock
 cdef object _Condition = threading.Condition
@@ -86,8 +88,7 @@ cdef class Context:
     cdef object __weakref__
 
     def __init__(self, parent=None, *, timeout=None):
-        if parent is not None and type(parent) is not Context:
-            raise check.not_context("parent", parent)
+        _optional_context("parent", parent)
         seconds = None if timeout is None else check.seconds_arg("timeout", timeout)
         self._lock = _Lock()
         self._callbacks = {}
@@ -134,6 +135,43 @@ cdef class Context:
             return event.wait()
         return _wait_long(event, seconds)
 
+    def add_done_callback(self, fn):
+        """Run ``fn()`` once when the context ends, on the thread that ends it.
+
+        If it has already ended, ``fn()`` runs now, on this thread. Callbacks run
+        in the order they were added; one that raises an ``Exception`` is logged
+        (logger ``"elmstate"``) and never stops the others. Returns a handle for
+        :meth:`remove_done_callback`.
+        """
+        check.callable_arg("fn", fn)
+        cdef _DoneCallback handle = _DoneCallback(fn)
+        cdef Py_ssize_t token = self._on_done(handle)
+        if token == 0:
+            handle(self._err)
+        else:
+            handle._token = token
+        return handle
+
+    def remove_done_callback(self, handle):
+        """Withdraw a callback; True if it was withdrawn before it ran."""
+        if type(handle) is not _DoneCallback:
+            raise TypeError(
+                "handle must be what add_done_callback returned, got " + type(handle).__name__
+            )
+        cdef Py_ssize_t token = (<_DoneCallback>handle)._token
+        with self._lock:
+            if self._callbacks.get(token) is not handle:
+                return False
+            del self._callbacks[token]
+        return True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        """Cancel on leaving the ``with`` block, as Go's ``defer cancel()``."""
+        self._finish(Canceled("context canceled"))
+
     def __repr__(self):
         state = "running" if not self._done else type(self._err).__name__
         return f"<elmstate.Context {state}>"
@@ -173,7 +211,10 @@ cdef class Context:
     cdef int _finish(self, err) except -1:
         """End this context and its descendants, however deep: a loop, not recursion.
 
-        Every callback runs even if one raises; the first error is raised at the end.
+        Every callback runs even if one raises. The only errors that reach the
+        canceller are ``BaseException``s that are not ``Exception``s (a Ctrl-C
+        during a callback): the first is raised at the end. (Callbacks added
+        with add_done_callback log their ``Exception``s themselves.)
         """
         cdef Context ctx, child
         first = None
@@ -242,6 +283,31 @@ cdef class _ChildLink:
 
 
 @cython.final
+cdef class _DoneCallback:
+    """The handle :meth:`Context.add_done_callback` returns: ``fn()``, called once."""
+
+    cdef object _fn
+    cdef Py_ssize_t _token  # the context's key for it while registered
+
+    def __init__(self, fn):
+        self._fn = fn
+
+    def __call__(self, err):
+        try:
+            self._fn()
+        except Exception:
+            # As concurrent.futures does for its done callbacks: the canceller
+            # (maybe a timer) is no place for the error, and the others must run.
+            _log.exception("exception in done callback %r of an elmstate.Context", self._fn)
+
+    def __repr__(self):
+        return f"<elmstate.Context done callback {self._fn!r:.80}>"
+
+    def __reduce_ex__(self, protocol):
+        raise check.not_copyable(self)
+
+
+@cython.final
 cdef class _Expire:
     cdef object ctx
 
@@ -254,18 +320,17 @@ cdef class _Expire:
             ctx._finish(DeadlineExceeded("context deadline exceeded"))
 
 
-cdef Context _context_arg(object ctx):
-    if ctx is None:
-        return Context()
-    if type(ctx) is not Context:
-        raise check.not_context("ctx", ctx)
-    return <Context>ctx
-
-
-cdef inline Context _optional_context(object ctx):
+cdef inline Context _optional_context(str name, object ctx):
+    """The one check of a ``ctx`` (or ``parent``) argument: a Context or None."""
     if ctx is not None and type(ctx) is not Context:
-        raise check.not_context("ctx", ctx)
+        raise check.not_context(name, ctx)
     return <Context>ctx
+
+
+cpdef Context _context_arg(object ctx):
+    """A ``ctx`` argument of an entry point: ``None`` becomes a Context that never ends."""
+    cdef Context context = _optional_context("ctx", ctx)
+    return context if context is not None else Context()
 
 
 # --------------------------------------------------------------------------- Buffer
@@ -719,12 +784,12 @@ cdef object _buffer_put(object self, PyObject** args, Py_ssize_t nargs, PyObject
     """Buffer.put(ctx, *values)."""
     if kwnames != NULL and PyTuple_GET_SIZE(<object>kwnames):
         if nargs == 0 and <object>kwnames == ("ctx",):  # put(ctx=...): no values
-            (<Buffer>self)._put(_optional_context(<object>args[0]), NULL, 0)
+            (<Buffer>self)._put(_optional_context("ctx", <object>args[0]), NULL, 0)
             return None
         raise TypeError("put() takes ctx and then the values as positional arguments")
     if nargs == 0:
         raise TypeError("put() missing 1 required positional argument: 'ctx'")
-    (<Buffer>self)._put(_optional_context(<object>args[0]), args + 1, nargs - 1)
+    (<Buffer>self)._put(_optional_context("ctx", <object>args[0]), args + 1, nargs - 1)
     return None
 
 
@@ -903,7 +968,7 @@ cdef object _consumer_get(object self, PyObject** args, Py_ssize_t nargs, PyObje
         n = 1
     if n > 1:
         raise TypeError(f"get() takes at most 1 argument ({n} given)")
-    return (<BufferConsumer>self)._get(_optional_context(<object>args[0] if n else None))
+    return (<BufferConsumer>self)._get(_optional_context("ctx", <object>args[0] if n else None))
 
 
 cdef PyMethodDef _consumer_get_def
@@ -1125,7 +1190,7 @@ cdef class _BatchConsumer:
         self.end = end
 
     def get(self, ctx):
-        return self._get(_optional_context(ctx))
+        return self._get(_optional_context("ctx", ctx))
 
     def commit(self):
         self._commit()

@@ -7,6 +7,7 @@ compiled core does.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import weakref
@@ -17,6 +18,8 @@ from . import _timer
 from . import _validate as check
 from ._cleaners import default_cleaner, trim_count
 from ._errors import Canceled, Closed, DeadlineExceeded, Lagged, NothingUncommitted
+
+_log = logging.getLogger("elmstate")
 
 Command = Optional[Iterable[Optional[Callable[[], Any]]]]
 Transform = Callable[[Any], tuple[Any, Command]]
@@ -59,8 +62,7 @@ class Context:
     )
 
     def __init__(self, parent: Context | None = None, *, timeout: float | None = None) -> None:
-        if parent is not None and type(parent) is not Context:
-            raise check.not_context("parent", parent)
+        _optional_context("parent", parent)
         seconds = None if timeout is None else check.seconds_arg("timeout", timeout)
         self._lock = threading.Lock()
         self._done = False
@@ -115,6 +117,42 @@ class Context:
             return event.wait()
         return _wait_long(event, seconds)
 
+    def add_done_callback(self, fn: Callable[[], object]) -> _DoneCallback:
+        """Run ``fn()`` once when the context ends, on the thread that ends it.
+
+        If it has already ended, ``fn()`` runs now, on this thread. Callbacks run
+        in the order they were added; one that raises an ``Exception`` is logged
+        (logger ``"elmstate"``) and never stops the others. Returns a handle for
+        :meth:`remove_done_callback`.
+        """
+        check.callable_arg("fn", fn)
+        handle = _DoneCallback(fn)
+        token = self._on_done(handle)
+        if token == 0:
+            handle(self._err)
+        else:
+            handle._token = token
+        return handle
+
+    def remove_done_callback(self, handle: _DoneCallback) -> bool:
+        """Withdraw a callback; True if it was withdrawn before it ran."""
+        if type(handle) is not _DoneCallback:
+            raise TypeError(
+                "handle must be what add_done_callback returned, got " + type(handle).__name__
+            )
+        with self._lock:
+            if self._callbacks.get(handle._token) is not handle:
+                return False
+            del self._callbacks[handle._token]
+        return True
+
+    def __enter__(self) -> Context:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        """Cancel on leaving the ``with`` block, as Go's ``defer cancel()``."""
+        self._finish(Canceled("context canceled"))
+
     def __repr__(self) -> str:
         state = "running" if not self._done else type(self._err).__name__
         return f"<elmstate.Context {state}>"
@@ -158,7 +196,10 @@ class Context:
     def _finish(self, err: Canceled) -> None:
         """End this context and its descendants, however deep: a loop, not recursion.
 
-        Every callback runs even if one raises; the first error is raised at the end.
+        Every callback runs even if one raises. The only errors that reach the
+        canceller are ``BaseException``s that are not ``Exception``s (a Ctrl-C
+        during a callback): the first is raised at the end. (Callbacks added
+        with add_done_callback log their ``Exception``s themselves.)
         """
         first: BaseException | None = None
         ending: list[tuple[Context, Canceled]] = [(self, err)]
@@ -234,6 +275,30 @@ class _ChildLink:
         self.child = child
 
 
+class _DoneCallback:
+    """The handle :meth:`Context.add_done_callback` returns: ``fn()``, called once."""
+
+    __slots__ = ("_fn", "_token")
+
+    def __init__(self, fn: Callable[[], object]) -> None:
+        self._fn = fn
+        self._token = 0  # the context's key for it while registered
+
+    def __call__(self, err: Canceled | None) -> None:
+        try:
+            self._fn()
+        except Exception:
+            # As concurrent.futures does for its done callbacks: the canceller
+            # (maybe a timer) is no place for the error, and the others must run.
+            _log.exception("exception in done callback %r of an elmstate.Context", self._fn)
+
+    def __repr__(self) -> str:
+        return f"<elmstate.Context done callback {self._fn!r:.80}>"
+
+    def __reduce_ex__(self, protocol: object) -> NoReturn:
+        raise check.not_copyable(self)
+
+
 class _Expire:
     __slots__ = ("ctx",)
 
@@ -246,12 +311,16 @@ class _Expire:
             ctx._finish(DeadlineExceeded("context deadline exceeded"))
 
 
-def _context_arg(ctx: Any) -> Context:
-    if ctx is None:
-        return Context()
-    if type(ctx) is not Context:
-        raise check.not_context("ctx", ctx)
+def _optional_context(name: str, ctx: Any) -> Context | None:
+    """The one check of a ``ctx`` (or ``parent``) argument: a Context or None."""
+    if ctx is not None and type(ctx) is not Context:
+        raise check.not_context(name, ctx)
     return ctx
+
+
+def _context_arg(ctx: Any) -> Context:
+    """A ``ctx`` argument of an entry point: ``None`` becomes a Context that never ends."""
+    return _optional_context("ctx", ctx) or Context()
 
 
 # --------------------------------------------------------------------------- Buffer
@@ -290,11 +359,9 @@ class Buffer:
 
     def put(self, ctx: Context | None, *values: Any) -> None:
         """Append ``values`` in order; never blocks."""
-        if ctx is not None:
-            if type(ctx) is not Context:
-                raise check.not_context("ctx", ctx)
-            if ctx._done:
-                raise ctx._error()
+        ctx = _optional_context("ctx", ctx)
+        if ctx is not None and ctx._done:
+            raise ctx._error()
         if self._closed:
             raise self._closed_error()
         if values:
@@ -587,8 +654,7 @@ class BufferConsumer:
 
     def get(self, ctx: Context | None = None) -> Any:
         """The next message, blocking until one is put, ``ctx`` ends or a close."""
-        if ctx is not None and type(ctx) is not Context:
-            raise check.not_context("ctx", ctx)
+        _optional_context("ctx", ctx)
         buffer = self._buffer
         read = self._read
         items, base = buffer._span

@@ -49,6 +49,16 @@ def not_context(name: str, value: Any) -> TypeError:
     return TypeError(f"{name} must be an elmstate.Context or None, got {type(value).__name__}")
 
 
+def bytes_value(value: Any, rule: str) -> bytes:
+    """``value`` as ``bytes`` (a bytearray or memoryview is copied), else a TypeError
+    stating ``rule`` ("value must be bytes", say)."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    raise TypeError(f"{rule}, got {type(value).__name__}")
+
+
 def not_copyable(value: Any) -> TypeError:
     # A copy of a queue position or a cancellation scope would silently break both.
     return TypeError(f"elmstate.{type(value).__name__} objects cannot be copied or pickled")
