@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 from types import ModuleType
-from typing import Callable
+from typing import Any, Callable
+
+# Timing-dependent checks poll with generous deadlines and measure latencies as the
+# best of several attempts, so a noisy CI machine does not make them flaky; every
+# call that could block carries a ``Context`` timeout as a safety net, so a bug
+# fails the test instead of hanging it.
+SAFETY = 5.0  # seconds: a blocked call that should have woken fails instead of hanging
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 2.0) -> bool:
@@ -30,3 +37,39 @@ def subprocess_env(elm: ModuleType) -> dict[str, str]:
     else:
         env["ELMSTATE_NO_EXTENSIONS"] = "1"
     return env
+
+
+class InThread:
+    """Runs ``fn()`` in a daemon thread; records its result or exception and when it ended."""
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self.fn = fn
+        self.started = threading.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.ended_at = 0.0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        assert self.started.wait(SAFETY)
+
+    def _run(self) -> None:
+        self.started.set()
+        try:
+            self.result = self.fn()
+        except BaseException as exc:  # recorded for the test to inspect
+            self.error = exc
+        finally:
+            self.ended_at = time.monotonic()
+
+    @property
+    def done(self) -> bool:
+        return not self.thread.is_alive()
+
+    def join(self, timeout: float = SAFETY + 2) -> None:
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "the blocked call never returned"
+
+
+def drain(consumer: Any, n: int) -> list[Any]:
+    """Read ``n`` messages that are already available."""
+    return [consumer.get() for _ in range(n)]
