@@ -54,6 +54,40 @@ def test_a_cleaner_returning_more_than_the_size_drops_everything(elm: ModuleType
     buf.put(None, 4)  # still usable
 
 
+# --------------------------------------------------------------------------- cleaner results
+
+
+@pytest.mark.parametrize(
+    "n", [-(2**70), -(2**63) - 1, -(2**63), -1], ids=["-2**70", "-2**63-1", "-2**63", "-1"]
+)
+def test_a_hugely_negative_cleaner_result_drops_nothing(elm: ModuleType, n: int) -> None:
+    """Issue 7, defect 9: a cleaner result below int64 drops nothing and does not close."""
+    buf = elm.Buffer()
+    consumer = buf.new_consumer()
+    buf.put(None, 1, 2, 3)
+    buf.set_cleaner(lambda size, offsets: n, cooldown=0)  # a pass now...
+    buf.put(None, 4)  # ...and another
+    assert buf.slice() == [1, 2, 3, 4]
+    assert [consumer.get() for _ in range(4)] == [1, 2, 3, 4]
+    consumer.commit()  # and one more: nothing raised, nothing closed
+    buf.put(None, 5)
+    assert consumer.get(elm.Context(timeout=5)) == 5
+
+
+@pytest.mark.parametrize("n", [2**70, 2**63, 2**63 - 1], ids=["2**70", "2**63", "2**63-1"])
+def test_a_huge_cleaner_result_drops_everything_held(elm: ModuleType, n: int) -> None:
+    """Issue 7, defect 9: a cleaner result above the size is clamped to the size."""
+    buf = elm.Buffer()
+    consumer = buf.new_consumer()
+    buf.put(None, 1, 2, 3)
+    buf.set_cleaner(lambda size, offsets: n if size else 0, cooldown=0)
+    assert len(buf) == 0
+    with pytest.raises(elm.Lagged):
+        consumer.get(elm.Context(timeout=5))
+    buf.put(None, 4)  # the buffer is still open; this put's pass drops 4 as well
+    assert len(buf) == 0
+
+
 # --------------------------------------------------------------------------- fixed_buffer_cleaner
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import threading
 import time
+import tracemalloc
 from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
@@ -198,3 +199,57 @@ def test_after_the_last_consumer_closes_nothing_more_is_dropped(elm: ModuleType)
     buf.put(None, 5)
     time.sleep(0.05)
     assert buf.slice() == [3, 4, 5]
+
+
+# --------------------------------------------------------------------------- cost of a pass
+
+
+def test_a_clean_pass_does_not_copy_the_backlog(elm: ModuleType) -> None:
+    """Issue 7, defect 10: a pass that drops one message allocates nothing like the backlog.
+
+    The pure core used to rebuild its 80,000-slot list on every pass (~640 KB).
+    """
+    backlog = 80_000
+    buf = elm.Buffer()
+    buf.set_cleaner(elm.default_cleaner, cooldown=0)  # every commit cleans, inline
+    consumer = buf.new_consumer()
+    buf.put(None, *(["m"] * backlog))
+    buf.put(None, "m")  # any growth of the storage happens before the measurement
+    tracing = tracemalloc.is_tracing()
+    if not tracing:
+        tracemalloc.start()
+    try:
+        for _ in range(3):  # warm up whatever a pass allocates once
+            consumer.get()
+            consumer.commit()
+        tracemalloc.reset_peak()
+        current, _ = tracemalloc.get_traced_memory()
+        for _ in range(1_000):
+            consumer.get()
+            consumer.commit()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        if not tracing:
+            tracemalloc.stop()
+    assert len(buf) == backlog + 1 - 1_003
+    assert peak - current < 200_000, f"a clean pass allocated up to {peak - current} bytes"
+
+
+def test_a_shorter_cooldown_replaces_a_pass_scheduled_under_a_longer_one(
+    elm: ModuleType,
+) -> None:
+    """set_cleaner with a shorter cooldown takes effect at once.
+
+    A pass scheduled under an hour's cooldown used to stay the only one
+    scheduled: nothing committed was dropped until it came due.
+    """
+    buf = elm.Buffer()
+    consumer = buf.new_consumer()
+    buf.set_cleaner(elm.default_cleaner, cooldown=3600)  # runs now; the next pass in an hour
+    buf.put(None, 1, 2, 3)
+    for _ in range(3):
+        consumer.get()
+    consumer.commit()
+    assert len(buf) == 3
+    buf.set_cleaner(elm.default_cleaner, cooldown=0.01)
+    assert wait_for(lambda: len(buf) == 0)
