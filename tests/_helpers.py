@@ -73,3 +73,26 @@ class InThread:
 def drain(consumer: Any, n: int) -> list[Any]:
     """Read ``n`` messages that are already available."""
     return [consumer.get() for _ in range(n)]
+
+
+def to_bytes(ctx: Any, key: str, model: Any) -> bytes:
+    """A dehydrator: the model's str, encoded."""
+    return str(model).encode()
+
+
+def aggregate_once(elm: ModuleType, store: Any, hydrator: Any, key: str) -> Any:
+    """One aggregate of ``key`` in ``store`` with no messages to read; returns its model."""
+    buf = elm.Buffer()
+    return elm.aggregate(
+        lambda: ("init", None),
+        lambda message: None,
+        lambda model: None,
+        buf,
+        buf.new_consumer(),
+        lambda ctx: ([], False),
+        store,
+        hydrator,
+        to_bytes,
+        key,
+        ctx=elm.Context(timeout=SAFETY),
+    )

@@ -7,8 +7,11 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import pytest
+from _helpers import aggregate_once
 from _recording import vid
 
 
@@ -290,6 +293,32 @@ def test_read_only_models_may_be_a_generator(elm, store):
     program.dehydrator = lambda ctx, key, model: model.encode()
     assert aggregate(elm, program, store, "A", fetch()) == "x"
     assert got == ["y"]
+
+
+def test_read_only_models_chained_thousands_deep(elm: ModuleType) -> None:
+    """Issue 7, minor: a 3,000-deep chain of read-only references loads without recursion.
+
+    k0 references k1, k1 references k2, ... k2999. Every load callback gets the
+    model it asked for, deepest first, as a recursive depth-first load would.
+    """
+    depth = 3_000
+    store = elm.MemoryStore()
+    for i in range(depth):
+        store.store(None, f"k{i}", f"model-{i}".encode())
+    loads: list[tuple[int, Any]] = []
+
+    def hydrator(ctx: Any, key: str, value: bytes) -> tuple[Any, Any]:
+        i = int(key[1:])
+        if i == depth - 1:
+            return value.decode(), None
+
+        def receive(model: Any) -> None:
+            loads.append((i, model))
+
+        return value.decode(), [lambda: (f"k{i + 1}", receive)]
+
+    assert aggregate_once(elm, store, hydrator, "k0") == "model-0"
+    assert loads == [(i, f"model-{i + 1}") for i in reversed(range(depth - 1))]
 
 
 @pytest.mark.parametrize("failure", ["update", "fetcher", "dehydrator", "view", "store.store"])

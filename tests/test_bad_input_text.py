@@ -1,10 +1,4 @@
-"""Text is refused where an iterable is expected; deep read-only chains load (issue 7).
-
-A command, a page of messages and a list of read-only references are iterables;
-a str, bytes, bytearray or memoryview is one too, but never of callables or
-messages, so each is refused with a TypeError naming what was wrong. Read-only
-references chained thousands deep load without recursion. Both cores.
-"""
+"""Text (str, bytes, bytearray, memoryview) is refused where an iterable is expected."""
 
 from __future__ import annotations
 
@@ -13,9 +7,8 @@ from types import ModuleType
 from typing import Any, Callable
 
 import pytest
+from _helpers import SAFETY, aggregate_once
 from _recording import FakeQueue, Recorder, Stop
-
-SAFETY = 5.0  # seconds: a ctx timeout on every loop, so a bug fails instead of hanging
 
 
 def not_a_command(kind: str) -> str:
@@ -146,31 +139,6 @@ def test_a_text_page_is_refused_naming_the_fetcher(
 # --------------------------------------------------------------------------- read-only models
 
 
-def text_model(ctx: Any, key: str, value: bytes) -> tuple[Any, Any]:
-    return value.decode(), None
-
-
-def to_bytes(ctx: Any, key: str, model: Any) -> bytes:
-    return str(model).encode()
-
-
-def aggregate_once(elm: ModuleType, store: Any, hydrator: Any, key: str) -> Any:
-    buf = elm.Buffer()
-    return elm.aggregate(
-        lambda: ("init", None),
-        lambda message: None,
-        lambda model: None,
-        buf,
-        buf.new_consumer(),
-        lambda ctx: ([], False),
-        store,
-        hydrator,
-        to_bytes,
-        key,
-        ctx=elm.Context(timeout=SAFETY),
-    )
-
-
 @pytest.mark.parametrize(
     "references, kind",
     [("ab", "str"), (b"ab", "bytes"), (bytearray(b"ab"), "bytearray")],
@@ -186,29 +154,3 @@ def test_text_read_only_models_are_refused(elm: ModuleType, references: Any, kin
     assert "read_only_models" in message and kind in message, message
     assert "must be None or an iterable" in message, message
     assert "entries" not in message, message
-
-
-def test_read_only_models_chained_thousands_deep(elm: ModuleType) -> None:
-    """Issue 7, minor: a 3,000-deep chain of read-only references loads without recursion.
-
-    k0 references k1, k1 references k2, ... k2999. Every load callback gets the
-    model it asked for, deepest first, as a recursive depth-first load would.
-    """
-    depth = 3_000
-    store = elm.MemoryStore()
-    for i in range(depth):
-        store.store(None, f"k{i}", f"model-{i}".encode())
-    loads: list[tuple[int, Any]] = []
-
-    def hydrator(ctx: Any, key: str, value: bytes) -> tuple[Any, Any]:
-        i = int(key[1:])
-        if i == depth - 1:
-            return value.decode(), None
-
-        def receive(model: Any) -> None:
-            loads.append((i, model))
-
-        return value.decode(), [lambda: (f"k{i + 1}", receive)]
-
-    assert aggregate_once(elm, store, hydrator, "k0") == "model-0"
-    assert loads == [(i, f"model-{i + 1}") for i in reversed(range(depth - 1))]
