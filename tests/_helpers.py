@@ -70,6 +70,12 @@ class InThread:
         assert not self.thread.is_alive(), "the blocked call never returned"
 
 
+def buffer_pair(elm: ModuleType) -> tuple[Any, Any]:
+    """A new Buffer and a consumer of it."""
+    buf = elm.Buffer()
+    return buf, buf.new_consumer()
+
+
 def drain(consumer: Any, n: int) -> list[Any]:
     """Read ``n`` messages that are already available."""
     return [consumer.get() for _ in range(n)]

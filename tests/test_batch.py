@@ -6,6 +6,7 @@ import threading
 import time
 
 import pytest
+from _helpers import buffer_pair
 from _recording import live_threads, vid
 
 
@@ -20,11 +21,6 @@ def pages(*batches):
 
     fetcher.calls = calls
     return fetcher
-
-
-def buffer_pair(elm):
-    buf = elm.Buffer()
-    return buf, buf.new_consumer()
 
 
 class Summer:

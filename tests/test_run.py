@@ -6,6 +6,7 @@ import threading
 import time
 
 import pytest
+from _helpers import buffer_pair
 from _recording import FakeQueue, Program, Recorder, Stop
 
 # The whole log of a run over the script [1, 2] with Program: three ticks, then the
@@ -316,11 +317,6 @@ def test_ctx_cancelled_in_first_tick(elm):
         elm.run(init, lambda m: None, lambda m: rec.record("view", m), queue, queue, ctx=ctx)
     assert info.value is ctx.err
     assert rec.calls == [("view", 0), ("put", ())]
-
-
-def buffer_pair(elm):
-    buf = elm.Buffer()
-    return buf, buf.new_consumer()
 
 
 @pytest.mark.parametrize("how", ["cancel", "deadline"])
