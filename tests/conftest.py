@@ -15,7 +15,9 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -80,6 +82,16 @@ def elm(request: pytest.FixtureRequest) -> Iterator[ModuleType]:
             pytest.skip(core)
         pytest.fail(core)
     yield core
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def store(elm: ModuleType, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """A test that takes ``store`` runs over a MemoryStore and over an SQLiteStore."""
+    if request.param == "memory":
+        yield elm.MemoryStore()
+    else:
+        with elm.SQLiteStore(tmp_path / "snapshots.sqlite3") as sqlite:
+            yield sqlite
 
 
 class Hang(Exception):

@@ -15,15 +15,6 @@ from _helpers import aggregate_once
 from _recording import vid
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-def store(elm, request, tmp_path):
-    if request.param == "memory":
-        yield elm.MemoryStore()
-    else:
-        with elm.SQLiteStore(tmp_path / "snapshots.sqlite3") as sqlite:
-            yield sqlite
-
-
 class Watched:
     """Wraps a store, recording the keys passed to load and store."""
 

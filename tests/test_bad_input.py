@@ -425,15 +425,6 @@ def test_tag_target_not_callable(elm, target):
 # ------------------------------------------------------------------- stores
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-def store(elm, request, tmp_path):
-    if request.param == "memory":
-        yield elm.MemoryStore()
-    else:
-        with elm.SQLiteStore(tmp_path / "db.sqlite3") as sqlite:
-            yield sqlite
-
-
 @pytest.mark.parametrize("key", BAD_KEY, ids=vid)
 def test_store_bad_key(elm, store, key):
     with pytest.raises(TypeError, match="key"):
