@@ -15,16 +15,11 @@ from types import ModuleType
 from typing import Any, Callable
 
 import pytest
-from _helpers import wait_for
-
-SAFETY = 5.0  # seconds: a ctx timeout on every run, so a bug fails instead of hanging
+from _helpers import SAFETY, wait_for
+from _recording import Stop
 
 
 class Boom(Exception):
-    pass
-
-
-class Stop(Exception):
     pass
 
 
