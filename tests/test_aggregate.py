@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
-from _helpers import aggregate_once
+from _helpers import aggregate_once, subprocess_env
 from _recording import vid
 
 
@@ -479,14 +477,12 @@ def test_sqlite_close_is_idempotent_and_final(elm, tmp_path):
 
 
 def _python(elm, code: str) -> str:
-    src = str(Path(elm.__file__).resolve().parent.parent)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
-    env.pop("ELMSTATE_NO_EXTENSIONS", None)
-    if not elm.compiled:
-        env["ELMSTATE_NO_EXTENSIONS"] = "1"
     done = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", code],
+        env=subprocess_env(elm),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 0, done.stderr
     return done.stdout
