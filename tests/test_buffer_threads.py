@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
 import pytest
+from _helpers import wait_for
 
 PRODUCERS = 4
 PUTS = 50_000
@@ -107,10 +107,7 @@ def check_seen(seen: list[list[Any]]) -> None:
 
 
 def wait_empty(buf: Any, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while len(buf) and time.monotonic() < deadline:
-        time.sleep(0.005)
-    return len(buf) == 0
+    return wait_for(lambda: len(buf) == 0, timeout)
 
 
 def test_concurrent_producers_and_consumers(elm: ModuleType) -> None:
