@@ -16,9 +16,9 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from conftest import PURE_ONLY
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "counters.py"
-PURE_ONLY = bool(os.environ.get("ELMSTATE_NO_EXTENSIONS"))
 CORES = [pytest.param("compiled", marks=pytest.mark.compiled), "pure"]
 
 
