@@ -8,16 +8,33 @@ could run a finaliser) cannot be interrupted by another Python thread. put, get,
 commit and rollback are written as such sections; the slow paths (waiting,
 cleaning, the consumer registry) take the buffer's lock. Free-threaded builds
 re-enable the GIL for this module, since it does not declare itself safe there.
+
+Four files make this module: ``_core.pxd`` declares its types (their C fields and
+C methods), this file defines them, ``_slots.pxi`` (included below the Buffer
+section) edits their type slots, and ``_cpython.pxd`` declares the C API that
+the other three use beyond Cython's own declarations.
 """
 
 cimport cython
 from cpython.list cimport PyList_GET_SIZE, PyList_New, PyList_SET_ITEM
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
-from cpython.object cimport PyObject, PyTypeObject
+from cpython.object cimport PyObject
 from cpython.ref cimport Py_DECREF, Py_INCREF
 from cpython.sequence cimport PySequence_Fast_ITEMS
 from cpython.tuple cimport PyTuple_GET_SIZE
 from libc.stdint cimport int64_t
+
+from elmstate._cpython cimport (
+    METH_FASTCALL,
+    METH_KEYWORDS,
+    PyMethodDef,
+    _call1,
+    _GCSlots,
+    _inquiry,
+    _install,
+    _traverseproc,
+    _visitproc,
+)
 
 import logging
 import threading
@@ -29,18 +46,7 @@ from elmstate import _validate as check
 from elmstate._cleaners import default_cleaner, trim_count
 from elmstate._errors import Canceled, Closed, DeadlineExceeded, Lagged, NothingUncommitted
 
-cdef extern from "Python.h":
-    object PyObject_Vectorcall(object callable, PyObject** args, size_t nargsf, PyObject* kwnames)
-    size_t PY_VECTORCALL_ARGUMENTS_OFFSET
-
-
-cdef inline object _call1(object fn, object arg):
-    """``fn(arg)`` by vectorcall, with none of the generic call's checks: the tick's calls."""
-    cdef PyObject* args[2]
-    args[0] = NULL  # the slot ARGUMENTS_OFFSET lets a bound method borrow for its self
-    args[1] = <PyObject*>arg
-    return PyObject_Vectorcall(fn, &args[1], 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL)
-
+__all__ = ["Buffer", "BufferConsumer", "Context", "batch", "run"]
 
 cdef object _log = logging.getLogger("elmstate")
 cdef object _Lock = threading.Lock
@@ -72,20 +78,13 @@ cdef object _same_kind(object err):
     return type(err)(*err.args)
 
 
-@cython.final
 @cython.trashcan(True)  # freeing a chain of 100,000 contexts must not recurse in C
 cdef class Context:
-    """A thread-safe cancellation scope, in the spirit of Go's ``context.Context``."""
+    # The first line is the signature inspect.signature reads off a builtin type.
+    """Context(parent=None, *, timeout=None)
+--
 
-    cdef object _lock
-    cdef bint _done
-    cdef object _err
-    cdef dict _callbacks  # token -> fn(err), run once when this context ends
-    cdef object _event
-    cdef Context _parent
-    cdef Py_ssize_t _parent_token
-    cdef object _timer
-    cdef object __weakref__
+A thread-safe cancellation scope, in the spirit of Go's ``context.Context``."""
 
     def __init__(self, parent=None, *, timeout=None):
         _optional_context("parent", parent)
@@ -269,25 +268,18 @@ cdef object _wait_long(object event, double seconds):
             return False
 
 
-@cython.final
 cdef class _ChildLink:
     """Held by a parent among its callbacks: the child, without keeping it alive.
 
     Not called: _finish ends the child itself, so that no chain recurses.
     """
 
-    cdef object child
-
     def __init__(self, child):
         self.child = child
 
 
-@cython.final
 cdef class _DoneCallback:
     """The handle :meth:`Context.add_done_callback` returns: ``fn()``, called once."""
-
-    cdef object _fn
-    cdef Py_ssize_t _token  # the context's key for it while registered
 
     def __init__(self, fn):
         self._fn = fn
@@ -307,9 +299,7 @@ cdef class _DoneCallback:
         raise check.not_copyable(self)
 
 
-@cython.final
 cdef class _Expire:
-    cdef object ctx
 
     def __init__(self, ctx):
         self.ctx = ctx
@@ -336,36 +326,16 @@ cpdef Context _context_arg(object ctx):
 # --------------------------------------------------------------------------- Buffer
 
 
-@cython.final
 cdef class Buffer:
-    """A thread-safe, one-to-many, unbounded FIFO with per-consumer offsets.
+    """Buffer()
+--
+
+A thread-safe, one-to-many, unbounded FIFO with per-consumer offsets.
 
     Messages live in a ring of owned references: slot ``i & _mask`` holds the
     message at absolute index ``i`` for ``_start <= i < _end``, one reference
-    each. The cycle collector sees them through ``_buffer_traverse`` below.
+    each. The cycle collector sees them through ``_buffer_traverse`` (``_slots.pxi``).
     """
-
-    cdef PyObject** _ring
-    cdef int64_t _mask  # capacity - 1; capacity is a power of two
-    cdef int64_t _start  # absolute index of the oldest message held
-    cdef int64_t _end  # absolute index one past the newest
-    cdef object _lock  # slow paths only: waiting, cleaning, the consumer registry
-    cdef object _cond
-    cdef list _consumers  # weak references: a dropped consumer holds nothing
-    cdef bint _closed
-    cdef object _close_cause
-    cdef Py_ssize_t _waiters
-    cdef object _cleaner
-    cdef double _cooldown
-    cdef double _last_clean
-    # A pass is scheduled, or one runs and another is wanted after it: the hot
-    # path need not ask for one.
-    cdef bint _clean_pending
-    cdef bint _cleaning  # a pass runs (its cleaner is called without the lock)
-    cdef bint _clean_again  # something asked for a pass while one ran
-    cdef Py_ssize_t _clean_fork  # _timer.forks when the running pass began
-    cdef int64_t _clean_floor  # a pass drops nothing at or past this index
-    cdef object __weakref__
 
     def __cinit__(self):
         self._ring = <PyObject**>PyMem_Malloc(_MIN_CAPACITY * sizeof(PyObject*))
@@ -388,7 +358,7 @@ cdef class Buffer:
             PyMem_Free(self._ring)
             self._ring = NULL
 
-    # put(ctx, *values) is installed below the class as a METH_FASTCALL method,
+    # put(ctx, *values) is installed by _slots.pxi as a METH_FASTCALL method,
     # so that a call builds no argument tuple.
 
     def new_consumer(self):
@@ -701,111 +671,8 @@ cdef class Buffer:
                 Py_DECREF(<object>held[i])
 
 
-# The ring's references are invisible to Cython's generated tp_traverse and
-# tp_clear: these wrappers add them, so a message that refers back to its buffer
-# (a closure over the producer, say) is still collected with it.
-
-cdef extern from "Python.h":
-    ctypedef int (*_visitproc "visitproc")(PyObject*, void*)
-    ctypedef int (*_traverseproc "traverseproc")(PyObject*, _visitproc, void*)
-    ctypedef int (*_inquiry "inquiry")(PyObject*)
-    ctypedef struct _GCSlots "PyTypeObject":
-        _traverseproc tp_traverse
-        _inquiry tp_clear
-
-cdef _traverseproc _buffer_base_traverse = (<_GCSlots*><void*>Buffer).tp_traverse
-cdef _inquiry _buffer_base_clear = (<_GCSlots*><void*>Buffer).tp_clear
-
-
-cdef int _buffer_traverse(PyObject* o, _visitproc visit, void* arg) noexcept:
-    cdef Buffer self = <Buffer>o
-    cdef int64_t i
-    cdef int r = _buffer_base_traverse(o, visit, arg) if _buffer_base_traverse != NULL else 0
-    if r:
-        return r
-    for i in range(self._start, self._end):
-        r = visit(self._ring[i & self._mask], arg)
-        if r:
-            return r
-    return 0
-
-
-cdef int _buffer_clear(PyObject* o) noexcept:
-    cdef Buffer self = <Buffer>o
-    cdef int64_t i, n = self._end - self._start
-    # Copy the references out and empty the ring first: releasing them may run
-    # finalisers that touch the buffer.
-    cdef PyObject** held = <PyObject**>PyMem_Malloc(n * sizeof(PyObject*)) if n else NULL
-    if n and held == NULL:
-        return _clear_fields(o)  # out of memory: leave the ring to __dealloc__
-    for i in range(n):
-        held[i] = self._ring[(self._start + i) & self._mask]
-    self._start = self._end
-    for i in range(n):
-        Py_DECREF(<object>held[i])
-    PyMem_Free(held)
-    return _clear_fields(o)
-
-
-cdef inline int _clear_fields(PyObject* o) noexcept:
-    return _buffer_base_clear(o) if _buffer_base_clear != NULL else 0
-
-
-(<_GCSlots*><void*>Buffer).tp_traverse = _buffer_traverse
-(<_GCSlots*><void*>Buffer).tp_clear = _buffer_clear
-
-
-# Buffer.put and BufferConsumer.get are the calls a producer or consumer makes
-# per message. Cython's wrappers for them would build an argument tuple (put's
-# *values) or parse keywords generically (get), so both are installed as
-# METH_FASTCALL methods that read the caller's argument array directly.
-
-cdef extern from "Python.h":
-    ctypedef struct PyMethodDef:
-        const char* ml_name
-        void* ml_meth
-        int ml_flags
-        const char* ml_doc
-    int METH_FASTCALL
-    int METH_KEYWORDS
-    object PyDescr_NewMethod(PyTypeObject* type, PyMethodDef* method)
-    void PyType_Modified(PyTypeObject* type)
-
-
-cdef int _install(object cls, PyMethodDef* method) except -1:
-    (<dict>(<PyTypeObject*>cls).tp_dict)[method.ml_name.decode()] = PyDescr_NewMethod(
-        <PyTypeObject*>cls, method
-    )
-    PyType_Modified(<PyTypeObject*>cls)
-    return 0
-
-
-cdef object _buffer_put(object self, PyObject** args, Py_ssize_t nargs, PyObject* kwnames):
-    """Buffer.put(ctx, *values)."""
-    if kwnames != NULL and PyTuple_GET_SIZE(<object>kwnames):
-        if nargs == 0 and <object>kwnames == ("ctx",):  # put(ctx=...): no values
-            (<Buffer>self)._put(_optional_context("ctx", <object>args[0]), NULL, 0)
-            return None
-        raise TypeError("put() takes ctx and then the values as positional arguments")
-    if nargs == 0:
-        raise TypeError("put() missing 1 required positional argument: 'ctx'")
-    (<Buffer>self)._put(_optional_context("ctx", <object>args[0]), args + 1, nargs - 1)
-    return None
-
-
-cdef PyMethodDef _buffer_put_def
-_buffer_put_def.ml_name = "put"
-_buffer_put_def.ml_meth = <void*>_buffer_put
-_buffer_put_def.ml_flags = METH_FASTCALL | METH_KEYWORDS
-_buffer_put_def.ml_doc = "put(self, ctx, *values)\n--\n\nAppend ``values`` in order; never blocks."
-_install(Buffer, &_buffer_put_def)
-
-
-@cython.final
 cdef class _CleanDue:
     """On the timer thread, when a deferred pass is due: the next put or commit runs it."""
-
-    cdef object buffer
 
     def __init__(self, buffer):
         self.buffer = buffer
@@ -816,12 +683,8 @@ cdef class _CleanDue:
             buffer._clean_pending = False  # a hint only: _maybe_clean decides under the lock
 
 
-@cython.final
 cdef class _CleanLater:
     """On the worker thread, a little after a pass was due: runs it if nothing else did."""
-
-    cdef object buffer
-    cdef double due
 
     def __init__(self, buffer, double due):
         self.buffer = buffer
@@ -834,11 +697,8 @@ cdef class _CleanLater:
         buffer._pass(True, self.due)
 
 
-@cython.final
 cdef class _Waker:
     """Registered on a ctx while a get waits, so a cancel wakes it at once."""
-
-    cdef object cond
 
     def __init__(self, cond):
         self.cond = cond
@@ -848,15 +708,8 @@ cdef class _Waker:
             self.cond.notify_all()
 
 
-@cython.final
 cdef class BufferConsumer:
     """One reader of a :class:`Buffer`, with its own read and committed positions."""
-
-    cdef Buffer _buffer
-    cdef int64_t _read  # absolute index of the next message to read
-    cdef int64_t _committed
-    cdef bint _closed
-    cdef object __weakref__
 
     def __cinit__(self, *args, **kwargs):
         # Refuses BufferConsumer.__new__ too: a consumer without its buffer
@@ -864,7 +717,7 @@ cdef class BufferConsumer:
         if len(args) != 1 or args[0] is not _ATTACH or kwargs:
             raise TypeError("use Buffer.new_consumer() to make a consumer")
 
-    # get(ctx=None) is installed below the class as a METH_FASTCALL method.
+    # get(ctx=None) is installed by _slots.pxi as a METH_FASTCALL method.
 
     def commit(self):
         """Make the reads since the last commit permanent."""
@@ -959,43 +812,14 @@ cdef class BufferConsumer:
         return 0
 
 
-cdef object _consumer_get(object self, PyObject** args, Py_ssize_t nargs, PyObject* kwnames):
-    """BufferConsumer.get(ctx=None)."""
-    cdef Py_ssize_t n = nargs
-    if kwnames != NULL and PyTuple_GET_SIZE(<object>kwnames):
-        if nargs or <object>kwnames != ("ctx",):
-            raise TypeError("get() takes one argument, ctx")
-        n = 1
-    if n > 1:
-        raise TypeError(f"get() takes at most 1 argument ({n} given)")
-    return (<BufferConsumer>self)._get(_optional_context("ctx", <object>args[0] if n else None))
-
-
-cdef PyMethodDef _consumer_get_def
-_consumer_get_def.ml_name = "get"
-_consumer_get_def.ml_meth = <void*>_consumer_get
-_consumer_get_def.ml_flags = METH_FASTCALL | METH_KEYWORDS
-_consumer_get_def.ml_doc = (
-    "get(self, ctx=None)\n--\n\n"
-    "The next message, blocking until one is put, ``ctx`` ends or a close."
-)
-_install(BufferConsumer, &_consumer_get_def)
+include "_slots.pxi"
 
 
 # --------------------------------------------------------------------------- the loop
 
 
-@cython.final
 cdef class _Program:
     """A program's callbacks and model, and the parts of a tick apart from the loop."""
-
-    cdef object init
-    cdef object update
-    cdef object view
-    cdef object put
-    cdef Buffer buffer  # the producer when it is a Buffer: put without a Python call
-    cdef object replay
-    cdef public object model
 
     def __init__(self, init, update, view, producer, replay):
         self.init = init
@@ -1142,9 +966,14 @@ cdef _quiet_rollback(consumer):
         pass  # the tick's own error is the one to report
 
 
-# The None defaults let a missing argument reach the checks, which name it.
+# The None defaults let a missing argument reach the checks, which name it; the
+# docstring's first line gives inspect.signature the parameters as they are.
+@cython.embedsignature(False)
 def run(init=None, update=None, view=None, producer=None, consumer=None, *, ctx=None, replay=None):
-    """Run the program one tick at a time until an exception (or ``ctx``) ends it."""
+    """run(init, update, view, producer, consumer, *, ctx=None, replay=None)
+--
+
+Run the program one tick at a time until an exception (or ``ctx``) ends it."""
     _check_run_args(init, update, view, producer, consumer, replay)
     cdef Context context = _context_arg(ctx)
     _loop(_Program(init, update, view, producer, replay), consumer, context)
@@ -1153,7 +982,6 @@ def run(init=None, update=None, view=None, producer=None, consumer=None, *, ctx=
 # --------------------------------------------------------------------------- batch
 
 
-@cython.final
 cdef class _End:
     """A batch's private end-of-input marker; never reaches update.
 
@@ -1169,16 +997,8 @@ class _Drained(Exception):
     """Raised by the batch consumer to stop the loop once the queue has drained."""
 
 
-@cython.final
 cdef class _BatchConsumer:
     """Wraps the loop's consumer so end markers are filtered and end the batch."""
-
-    cdef object consumer
-    cdef BufferConsumer direct  # the consumer when it is a BufferConsumer
-    cdef object put
-    cdef Buffer buffer  # the producer when it is a Buffer
-    cdef _End end  # this batch's marker
-    cdef bint drained
 
     def __init__(self, consumer, producer, _End end):
         self.consumer = consumer
@@ -1262,11 +1082,15 @@ def _feed(Context ctx, fetcher, producer, _End end, list failure):
         ctx.cancel()
 
 
+@cython.embedsignature(False)  # as run's
 def batch(
     init=None, update=None, view=None, producer=None, consumer=None, fetcher=None,
     *, ctx=None, replay=None,
 ):
-    """Run until the input is exhausted and every caused message is processed."""
+    """batch(init, update, view, producer, consumer, fetcher, *, ctx=None, replay=None)
+--
+
+Run until the input is exhausted and every caused message is processed."""
     _check_run_args(init, update, view, producer, consumer, replay)
     check.callable_arg("fetcher", fetcher)
     cdef Context outer = _context_arg(ctx)
