@@ -2,39 +2,48 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, Callable, Optional, Protocol
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Callable
 
 from . import _validate as check
 from ._backend import core
-from .commands import Command
+from .typing import (
+    Command,
+    Consumer,
+    Dehydrator,
+    Fetcher,
+    Hydrator,
+    Init,
+    Model,
+    Msg,
+    Producer,
+    Replay,
+    Store,
+    Update,
+    View,
+)
+
+if TYPE_CHECKING:
+    from ._core_py import Context
 
 Load = Callable[[Any], object]
-ReadOnlyModels = Optional[Iterable[Optional[Callable[[], tuple[str, Optional[Load]]]]]]
-Hydrator = Callable[[Any, str, bytes], tuple[Any, ReadOnlyModels]]
-Dehydrator = Callable[[Any, str, Any], bytes]
-
-
-class Store(Protocol):
-    def load(self, ctx: Any, key: str) -> bytes | None: ...
-    def store(self, ctx: Any, key: str, value: bytes) -> None: ...
 
 
 def aggregate(
-    init: Callable[[], tuple[Any, Command]],
-    update: Callable[[Any], Any],
-    view: Callable[[Any], object],
-    producer: Any,
-    consumer: Any,
-    fetcher: Callable[[Any], tuple[Sequence[Any], bool]],
+    init: Init[Model, Msg],
+    update: Update[Model, Msg],
+    view: View[Model],
+    producer: Producer[Msg],
+    consumer: Consumer[Msg],
+    fetcher: Fetcher[Msg],
     store: Store,
-    hydrator: Hydrator,
-    dehydrator: Dehydrator,
+    hydrator: Hydrator[Model],
+    dehydrator: Dehydrator[Model],
     key: str,
     *,
-    ctx: Any = None,
-    replay: Callable[[], bool] | None = None,
-) -> Any:
+    ctx: Context | None = None,
+    replay: Replay | None = None,
+) -> Model:
     """Load the model at ``key``, run a batch on it, and store the result on success.
 
     Returns the stored model. On any failure nothing is stored and the error
@@ -60,7 +69,7 @@ def aggregate(
     root = _Loader(ctx, store, hydrator).load(key)
     if root is not None:
 
-        def init() -> tuple[Any, Command]:
+        def init() -> tuple[Model, Command[Msg]]:
             return root, None
 
     model = core.batch(init, update, view, producer, consumer, fetcher, ctx=ctx, replay=replay)
@@ -72,7 +81,7 @@ def aggregate(
 class _Loader:
     """Loads a model and, transitively, the read-only models it asks for, each key once."""
 
-    def __init__(self, ctx: Any, store: Store, hydrator: Hydrator) -> None:
+    def __init__(self, ctx: Context, store: Store, hydrator: Hydrator[Any]) -> None:
         self.ctx = ctx
         self.store = store
         self.hydrator = hydrator

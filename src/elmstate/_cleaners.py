@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any, Callable, NamedTuple
 
 from . import _validate as check
+from .typing import Cleaner
 
 
 def default_cleaner(size: int, offsets: Sequence[int]) -> int:
@@ -34,7 +35,7 @@ def fixed_buffer_cleaner(
     max_size: int,
     target_size: int,
     callback: Callable[[CleanerNotification], object] | None = None,
-) -> Callable[[int, Sequence[int]], int]:
+) -> Cleaner:
     """A cleaner that trims the buffer back to ``target_size`` whenever it exceeds ``max_size``.
 
     Consumers whose unread messages are trimmed get :class:`Lagged` on their next get.

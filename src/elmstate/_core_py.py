@@ -12,29 +12,24 @@ import threading
 import time
 import weakref
 from collections.abc import Iterable, Sequence
-from typing import Any, Callable, NoReturn, Optional, Protocol
+from typing import Any, Callable, NoReturn, cast
 
 from . import _timer
 from . import _validate as check
+from . import typing as _typing
 from ._cleaners import default_cleaner, trim_count
 from ._errors import Canceled, Closed, DeadlineExceeded, Lagged, NothingUncommitted
+from .typing import Fetcher, Init, Model, Msg, Replay, Update, View
 
 __all__ = ["Buffer", "BufferConsumer", "Context", "batch", "run"]
 
 _log = logging.getLogger("elmstate")
 
-Command = Optional[Iterable[Optional[Callable[[], Any]]]]
-Transform = Callable[[Any], tuple[Any, Command]]
-
-
-class Producer(Protocol):
-    def put(self, ctx: Context | None, *values: Any) -> None: ...
-
-
-class Consumer(Protocol):
-    def get(self, ctx: Context | None) -> Any: ...
-    def commit(self) -> None: ...
-    def rollback(self) -> None: ...
+# The internals handle any program: the public signatures say how the types flow.
+Command = _typing.Command[Any]
+Transform = _typing.Transform[Any, Any]
+Producer = _typing.Producer[Any]
+Consumer = _typing.Consumer[Any]
 
 
 # --------------------------------------------------------------------------- Context
@@ -884,14 +879,14 @@ def _quiet_rollback(consumer: Consumer) -> None:
 
 
 def run(
-    init: Callable[[], tuple[Any, Command]],
-    update: Callable[[Any], Transform | None],
-    view: Callable[[Any], object],
-    producer: Producer,
-    consumer: Consumer,
+    init: Init[Model, Msg],
+    update: Update[Model, Msg],
+    view: View[Model],
+    producer: _typing.Producer[Msg],
+    consumer: _typing.Consumer[Msg],
     *,
     ctx: Context | None = None,
-    replay: Callable[[], bool] | None = None,
+    replay: Replay | None = None,
 ) -> NoReturn:
     """Run the program one tick at a time until an exception (or ``ctx``) ends it."""
     _check_run_args(init, update, view, producer, consumer, replay)
@@ -989,16 +984,16 @@ def _feed(
 
 
 def batch(
-    init: Callable[[], tuple[Any, Command]],
-    update: Callable[[Any], Transform | None],
-    view: Callable[[Any], object],
-    producer: Producer,
-    consumer: Consumer,
-    fetcher: Callable[[Context], tuple[Sequence[Any], bool]],
+    init: Init[Model, Msg],
+    update: Update[Model, Msg],
+    view: View[Model],
+    producer: _typing.Producer[Msg],
+    consumer: _typing.Consumer[Msg],
+    fetcher: Fetcher[Msg],
     *,
     ctx: Context | None = None,
-    replay: Callable[[], bool] | None = None,
-) -> Any:
+    replay: Replay | None = None,
+) -> Model:
     """Run until the input is exhausted and every caused message is processed."""
     _check_run_args(init, update, view, producer, consumer, replay)
     check.callable_arg("fetcher", fetcher)
@@ -1014,7 +1009,7 @@ def batch(
     try:
         _loop(program, _BatchConsumer(consumer, producer, end), inner)
     except _Drained:
-        return program.model
+        return cast("Model", program.model)  # the model the last view saw
     except BaseException as exc:
         if not (inner._done and isinstance(exc, Canceled)):
             raise  # the loop's own error wins

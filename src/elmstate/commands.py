@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any, Callable, Optional
+from typing import Any, Callable, TypeVar
 
 from . import _validate as check
+from .typing import Command
 
-Command = Optional[Iterable[Optional[Callable[[], Any]]]]
+A = TypeVar("A")
+B = TypeVar("B")
 
 
 class _Return:
@@ -36,17 +37,19 @@ class _Tagged:
         return self.target(self.entry())
 
 
-def new_command(*messages: Any) -> list[Callable[[], Any]]:
+def new_command(*messages: A) -> list[Callable[[], A]]:
     """One callable per message, each returning its message (``None`` included)."""
     return [_Return(message) for message in messages]
 
 
 def tag(
-    command: Command, target: Callable[[Any], Any] | None
-) -> list[Callable[[], Any] | None] | None:
+    command: Command[A], target: Callable[[A | None], B] | None
+) -> list[Callable[[], B] | None] | None:
     """Lift a child's command into the parent's message type: ``f`` -> ``target(f())``.
 
-    ``None`` entries stay ``None``; returns ``None`` when either argument is ``None``.
+    ``target`` is called for every entry, also when ``f()`` returned ``None``, so it
+    takes ``A | None``. ``None`` entries stay ``None``; returns ``None`` when either
+    argument is ``None``. The result is a ``Command[B]``.
     """
     if command is None or target is None:
         return None
@@ -57,7 +60,7 @@ def tag(
         entries = list(command)
     except TypeError:
         raise check.not_iterable(command) from None
-    lifted: list[Callable[[], Any] | None] = []
+    lifted: list[Callable[[], B] | None] = []
     for entry in entries:
         if entry is None:
             lifted.append(None)
