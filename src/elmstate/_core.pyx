@@ -40,6 +40,7 @@ import logging
 import threading
 import weakref
 from time import monotonic
+from types import GenericAlias
 
 from elmstate import _timer
 from elmstate import _validate as check
@@ -427,6 +428,10 @@ A thread-safe, one-to-many, unbounded FIFO with per-consumer offsets.
     def __reduce_ex__(self, protocol):
         raise check.not_copyable(self)
 
+    @classmethod  # explicit: under binding=False Cython does not make it one implicitly
+    def __class_getitem__(cls, item):
+        return GenericAlias(cls, item)  # Buffer[int], as _core_py.Buffer gives
+
     cdef inline int _put(self, Context ctx, PyObject** values, Py_ssize_t n) except -1:
         # Inline: the loop's empty put after every tick is only these checks.
         if ctx is not None and ctx._done:
@@ -747,6 +752,10 @@ cdef class BufferConsumer:
 
     def __reduce_ex__(self, protocol):
         raise check.not_copyable(self)
+
+    @classmethod  # as Buffer's
+    def __class_getitem__(cls, item):
+        return GenericAlias(cls, item)
 
     cdef inline object _get(self, Context ctx):
         cdef Buffer buffer = self._buffer

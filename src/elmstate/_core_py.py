@@ -12,14 +12,15 @@ import threading
 import time
 import weakref
 from collections.abc import Iterable, Sequence
-from typing import Any, Callable, NoReturn, cast
+from types import GenericAlias
+from typing import Any, Callable, Generic, NoReturn, cast
 
 from . import _timer
 from . import _validate as check
 from . import typing as _typing
 from ._cleaners import default_cleaner, trim_count
 from ._errors import Canceled, Closed, DeadlineExceeded, Lagged, NothingUncommitted
-from .typing import Fetcher, Init, Model, Msg, Replay, Update, View
+from .typing import Fetcher, Init, Model, Msg, Replay, T, Update, View
 
 __all__ = ["Buffer", "BufferConsumer", "Context", "batch", "run"]
 
@@ -323,7 +324,7 @@ def _context_arg(ctx: Any) -> Context:
 # --------------------------------------------------------------------------- Buffer
 
 
-class Buffer:
+class Buffer(Generic[T]):
     """A thread-safe, one-to-many, unbounded FIFO with per-consumer offsets."""
 
     def __init_subclass__(cls, **kwargs: object) -> None:
@@ -354,7 +355,7 @@ class Buffer:
         self._clean_fork = 0  # _timer.forks when the running pass began
         self._clean_floor = _NO_FLOOR  # a pass drops nothing at or past this index
 
-    def put(self, ctx: Context | None, *values: Any) -> None:
+    def put(self, ctx: Context | None, *values: T) -> None:
         """Append ``values`` in order; never blocks."""
         if ctx is not None:
             if type(ctx) is not Context:  # _optional_context, inlined: see get
@@ -373,7 +374,7 @@ class Buffer:
         if not self._clean_pending:
             self._maybe_clean()
 
-    def new_consumer(self) -> BufferConsumer:
+    def new_consumer(self) -> BufferConsumer[T]:
         """A consumer reading from the oldest message the buffer still holds."""
         with self._lock:
             if self._closed:
@@ -405,7 +406,7 @@ class Buffer:
             items, base = self._span
             return base + len(items) - self._start
 
-    def slice(self) -> list[Any]:
+    def slice(self) -> list[T]:
         """A copy of the messages held, oldest first."""
         with self._lock:
             items, base = self._span
@@ -433,6 +434,11 @@ class Buffer:
 
     def __reduce_ex__(self, protocol: object) -> NoReturn:
         raise check.not_copyable(self)
+
+    def __class_getitem__(cls, item: Any) -> GenericAlias:
+        # Buffer[int] is a types.GenericAlias, as on the compiled class, rather
+        # than the typing alias that Generic would make: the cores agree.
+        return GenericAlias(cls, item)
 
     # Internal.
 
@@ -627,14 +633,14 @@ class _Waker:
             self.cond.notify_all()
 
 
-class BufferConsumer:
+class BufferConsumer(Generic[T]):
     """One reader of a :class:`Buffer`, with its own read and committed positions."""
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         _final(cls)
 
     __slots__ = ("_buffer", "_read", "_committed", "_closed", "__weakref__")
-    _buffer: Buffer
+    _buffer: Buffer[T]
     _read: int
     _committed: int
     _closed: bool
@@ -651,7 +657,7 @@ class BufferConsumer:
         self._closed = False
         return self
 
-    def get(self, ctx: Context | None = None) -> Any:
+    def get(self, ctx: Context | None = None) -> T:
         """The next message, blocking until one is put, ``ctx`` ends or a close."""
         if ctx is not None and type(ctx) is not Context:
             # _optional_context, inlined as the compiled core inlines it: the
@@ -667,13 +673,13 @@ class BufferConsumer:
             and not buffer._closed
             and (ctx is None or not ctx._done)
         ):
-            message = items[index]
+            message: T = items[index]
             if read >= buffer._start:  # not dropped while we looked: the slot was real
                 self._read = read + 1
                 return message
         return self._wait(ctx)
 
-    def _wait(self, ctx: Context | None) -> Any:
+    def _wait(self, ctx: Context | None) -> T:
         """The slow path of get: errors, or waiting for a put."""
         buffer = self._buffer
         token = 0
@@ -695,7 +701,7 @@ class BufferConsumer:
                     items, base = buffer._span
                     if read - base < len(items):
                         self._read = read + 1
-                        return items[read - base]
+                        return cast("T", items[read - base])
                     if ctx is not None and token == 0:
                         token = ctx._on_done(_Waker(buffer._cond))
                         continue  # 0 means ctx ended meanwhile: the check above raises
@@ -741,6 +747,9 @@ class BufferConsumer:
 
     def __reduce_ex__(self, protocol: object) -> NoReturn:
         raise check.not_copyable(self)
+
+    def __class_getitem__(cls, item: Any) -> GenericAlias:
+        return GenericAlias(cls, item)  # as Buffer's
 
     def _check_uncommitted(self, what: str) -> None:
         if self._closed:
