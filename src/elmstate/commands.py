@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Callable, TypeVar
 
 from . import _validate as check
-from .typing import Command
 
 A = TypeVar("A")
 B = TypeVar("B")
@@ -43,13 +43,14 @@ def new_command(*messages: A) -> list[Callable[[], A]]:
 
 
 def tag(
-    command: Command[A], target: Callable[[A | None], B] | None
+    command: Iterable[Callable[[], A] | None] | None, target: Callable[[A], B] | None
 ) -> list[Callable[[], B] | None] | None:
     """Lift a child's command into the parent's message type: ``f`` -> ``target(f())``.
 
-    ``target`` is called for every entry, also when ``f()`` returned ``None``, so it
-    takes ``A | None``. ``None`` entries stay ``None``; returns ``None`` when either
-    argument is ``None``. The result is a ``Command[B]``.
+    ``None`` entries stay ``None``; returns ``None`` when either argument is ``None``.
+    ``target`` is called for every entry, also when ``f()`` returned ``None``: for a
+    ``Command[Child]`` (entries return ``Child | None``) it takes ``Child | None``.
+    The result is a ``Command[B]``.
     """
     if command is None or target is None:
         return None
