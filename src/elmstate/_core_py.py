@@ -426,7 +426,7 @@ class Buffer(Generic[T]):
         with self._lock:
             self._close(None)
 
-    def __enter__(self) -> Buffer:
+    def __enter__(self) -> Buffer[T]:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -739,7 +739,7 @@ class BufferConsumer(Generic[T]):
             buffer._cond.notify_all()
         buffer._maybe_clean()
 
-    def __enter__(self) -> BufferConsumer:
+    def __enter__(self) -> BufferConsumer[T]:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
