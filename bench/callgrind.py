@@ -241,10 +241,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("|---|--:|--:|--:|--:|--:|")
     for c in cases:
         m = statistics.median(loop[c.name])
-        o = [round(x, 1) + 0.0 for x in other[c.name]]  # + 0.0: no "-0.0"
+        others = [round(x, 1) + 0.0 for x in other[c.name]]  # + 0.0: no "-0.0"
         print(
             f"| {c.name} | {m:,.1f} | {m / floor:.2f} "
-            f"| {statistics.median(o):,.1f} | {min(o):,.1f} | {max(o):,.1f} |"
+            f"| {statistics.median(others):,.1f} | {min(others):,.1f} | {max(others):,.1f} |"
         )
     return 0
 

@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import importlib
 import os
 import platform
 import queue
@@ -49,15 +50,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Callable
-
-import elmstate
-from elmstate import _core_py as pure
-
-try:
-    from elmstate import _core as compiled
-except ImportError:  # a pure build: the compiled contenders are left out
-    compiled = None  # type: ignore[assignment]
 
 import workload
 from workload import (
@@ -74,6 +68,15 @@ from workload import (
     update_empty,
     view,
 )
+
+import elmstate
+from elmstate import _core_py as pure
+
+compiled: ModuleType | None  # by name: the extension has no stub for mypy to read
+try:
+    compiled = importlib.import_module("elmstate._core")
+except ImportError:  # a pure build: the compiled contenders are left out
+    compiled = None
 
 
 def timed(fn: Callable[[], object]) -> float:
@@ -349,7 +352,7 @@ def rss_mb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def scaling(rounds: int) -> str:
+def scaling(compiled: ModuleType, rounds: int) -> str:
     """Per-message cost of compiled run over a pre-filled Buffer, N = 10^4 .. 10^7.
 
     Each run is a whole call (a fresh Buffer, Context and first tick), repeated
@@ -388,7 +391,7 @@ def scaling(rounds: int) -> str:
     return "\n".join(rows)
 
 
-def streaming() -> str:
+def streaming(compiled: ModuleType) -> str:
     """Resident memory while STREAM_N fresh messages stream through compiled run.
 
     A producer thread puts pages of fresh ints and waits while the buffer holds
@@ -644,9 +647,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("\nno scaling: the compiled core is not installed")
         else:
             print(f"\nPer-message cost by N, compiled run, {args.rounds} rounds:\n")
-            print(scaling(args.rounds))
+            print(scaling(compiled, args.rounds))
             print()
-            print(streaming())
+            print(streaming(compiled))
     return 0
 
 

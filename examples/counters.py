@@ -27,9 +27,10 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Callable, Literal, Optional, Union
+from typing import Callable, Literal, Union
 
 import elmstate
+from elmstate.typing import Command, Transform
 
 # --------------------------------------------------------------------- the child
 # A counter knows nothing about the program it is part of.
@@ -54,15 +55,11 @@ class Counter:
     milestones: int = 0
 
 
-Command = Optional[Sequence[Optional[Callable[[], Any]]]]
-CounterTransform = Callable[[Counter], "tuple[Counter, Command]"]
-
-
-def counter_update(msg: CounterMsg) -> CounterTransform | None:
+def counter_update(msg: CounterMsg) -> Transform[Counter, CounterMsg] | None:
     """Phase 1: pick what to do for ``msg``; phase 2 (the transform) does it."""
     if isinstance(msg, Increment):
 
-        def increment(model: Counter) -> tuple[Counter, Command]:
+        def increment(model: Counter) -> tuple[Counter, Command[CounterMsg]]:
             count = model.count + 1
             # A command is deferred work whose results are fed back as messages.
             # new_command(m) is the simplest one: "then deliver m".
@@ -103,9 +100,6 @@ class Counters:
         )
 
 
-Transform = Callable[[Counters], "tuple[Counters, Command]"]
-
-
 # tag() calls its target for every command entry, also when the entry returned
 # None ("no message"): keep None as None, or the parent would get Left(None).
 def to_left(msg: CounterMsg | None) -> Left | None:
@@ -116,11 +110,11 @@ def to_right(msg: CounterMsg | None) -> Right | None:
     return None if msg is None else Right(msg)
 
 
-def init() -> tuple[Counters, Command]:
+def init() -> tuple[Counters, Command[Msg]]:
     return Counters(), None
 
 
-def update(msg: Msg) -> Transform | None:
+def update(msg: Msg) -> Transform[Counters, Msg] | None:
     """Phase 1 for the parent: route the message to the child it is for."""
     if isinstance(msg, Left):
         return lift(msg.msg, "left", to_left)
@@ -130,14 +124,16 @@ def update(msg: Msg) -> Transform | None:
 
 
 def lift(
-    msg: CounterMsg, name: Literal["left", "right"], target: Callable[[Any], Msg | None]
-) -> Transform | None:
+    msg: CounterMsg,
+    name: Literal["left", "right"],
+    target: Callable[[CounterMsg | None], Msg | None],
+) -> Transform[Counters, Msg] | None:
     """Run the child's update on its part of the model; tag its command as ours."""
     child = counter_update(msg)
     if child is None:
         return None
 
-    def transform(model: Counters) -> tuple[Counters, Command]:
+    def transform(model: Counters) -> tuple[Counters, Command[Msg]]:
         counter, command = child(getattr(model, name))
         return replace(model, **{name: counter}), elmstate.tag(command, target)
 
@@ -206,7 +202,8 @@ def run_mode(count: int) -> int:
     goal = expected(count)
     # A Context is the loop's off switch. The timeout is only a safety net.
     ctx = elmstate.Context(timeout=60)
-    with elmstate.Buffer() as buf, buf.new_consumer() as consumer:
+    # Buffer[Msg]: a type checker sees what it holds, so a stray put is an error.
+    with elmstate.Buffer[Msg]() as buf, buf.new_consumer() as consumer:
 
         def produce() -> None:  # another thread feeding the program
             try:
@@ -243,7 +240,7 @@ def run_mode(count: int) -> int:
 
 def batch_mode(count: int) -> int:
     print(f"== batch: {count} clicks from a fetcher; returns once everything has drained")
-    with elmstate.Buffer() as buf, buf.new_consumer() as consumer:
+    with elmstate.Buffer[Msg]() as buf, buf.new_consumer() as consumer:
         model = elmstate.batch(init, update, Screen(), buf, consumer, Clicks(count))
     print(f"batch final: {model}")
     return 0
@@ -271,7 +268,7 @@ def aggregate_mode(count: int, db: str) -> int:
         raw = store.load(None, KEY)
         loaded = "nothing, starting from init" if raw is None else decode(raw)
         print(f"aggregate loaded: {loaded}")
-        with elmstate.Buffer() as buf, buf.new_consumer() as consumer:
+        with elmstate.Buffer[Msg]() as buf, buf.new_consumer() as consumer:
             model = elmstate.aggregate(
                 init,
                 update,
