@@ -135,7 +135,8 @@ def lift(
 
     def transform(model: Counters) -> tuple[Counters, Command[Msg]]:
         counter, command = child(getattr(model, name))
-        return replace(model, **{name: counter}), elmstate.tag(command, target)
+        changes: dict[str, Counter] = {name: counter}  # str keys: older mypy wants them
+        return replace(model, **changes), elmstate.tag(command, target)
 
     return transform
 
