@@ -21,6 +21,10 @@ or :class:`Store` (structural typing, PEP 544). Their parameters are
 positional-only here because elmstate passes them positionally: your methods may
 name them as they like. Methods whose result elmstate ignores return ``object``,
 so an implementation may return anything (say, the ids a broker assigned).
+Their ``ctx`` is ``Context | None``, as for elmstate's own Buffer and stores
+(``store.load(None, key)`` works there): every ``ctx`` parameter is optional.
+The callbacks (``Fetcher``, ``Hydrator``, ``Dehydrator``) are only called by
+elmstate, which always passes a ``Context``, so they may require one.
 
 ``Producer``, ``Consumer``, ``Store`` and ``VersionedStore`` are
 ``runtime_checkable``: ``isinstance(store, VersionedStore)`` tells whether the
@@ -71,12 +75,13 @@ Model = TypeVar("Model")
 """A program's model type."""
 Msg = TypeVar("Msg")
 """A program's message type."""
+# T: what a Buffer holds. It defaults to Any (PEP 696), so a plain Buffer() is a
+# Buffer[Any], as before Buffer was generic, and strict code that never names a
+# type still checks; write Buffer[int]() (or annotate) to have puts checked.
 if TYPE_CHECKING:
     T = DefaultedTypeVar("T", default=Any)
 else:
     T = TypeVar("T")
-"""What a :class:`~elmstate.Buffer` holds. A plain ``Buffer()`` is a ``Buffer[Any]``,
-as before Buffer was generic; write ``Buffer[int]()`` (or annotate) to have puts checked."""
 
 _T_co = TypeVar("_T_co", covariant=True)
 _T_contra = TypeVar("_T_contra", contravariant=True)
@@ -119,7 +124,8 @@ class Update(Protocol[Model, Msg]):
 
     A protocol rather than a ``Callable`` alias so that its parameters read in the
     same order as :data:`Transform`'s (an alias orders them by first appearance).
-    Any function of that shape matches it.
+    Any function of that shape matches it: ``def update(msg: Msg) ->
+    Transform[Model, Msg] | None``.
     """
 
     def __call__(self, message: Msg, /) -> Transform[Model, Msg] | None: ...
