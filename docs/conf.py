@@ -16,6 +16,7 @@ import re
 from typing import Any
 
 import elmstate
+import elmstate.typing
 from elmstate import _core_py
 
 project = "elmstate"
@@ -55,16 +56,17 @@ nitpick_ignore_regex = [
 ]
 
 # The API reference: autodoc imports the public names from ``elmstate``, so on a
-# normal install it sees the compiled core, while the examples run on it too.
-# Cython's objects carry weaker signatures (none for classes; keyword defaults
-# made up for argument checking), so the signature and docstring of each object
-# of the compiled core are taken from its pure-Python twin, which has the same
-# names, typed source and the same docstrings. Annotations are shown as the
-# source writes them (every module uses ``from __future__ import annotations``),
-# with the names below qualified so that they link.
+# normal install it sees the compiled core, on which the examples run too. The
+# compiled objects have the same parameters as the pure ones but no annotations
+# (and docstrings written for the .pyx reader), so the signature and docstring
+# of each object of the compiled core are taken from its pure-Python twin, the
+# typed reference. Annotations are shown as the source writes them (every module
+# uses ``from __future__ import annotations``), the names below qualified so
+# that they link to their entries.
 autodoc_default_options = {"members": True, "undoc-members": False}
 autodoc_member_order = "groupwise"
 autodoc_typehints = "signature"
+python_use_unqualified_type_names = True  # Init[Model, Msg], linked, not elmstate.typing.Init[...]
 
 QUALIFY = {
     "Context": "elmstate.Context",
@@ -72,10 +74,14 @@ QUALIFY = {
     "BufferConsumer": "elmstate.BufferConsumer",
     "CleanerNotification": "elmstate.CleanerNotification",
 }
-# Protocols and aliases that have no public home yet (their module,
-# elmstate.typing, is not on this branch): shown unlinked.
+for _name in elmstate.typing.__all__:
+    QUALIFY[_name] = QUALIFY["_typing." + _name] = "elmstate.typing." + _name
+# Names with no public home, shown unlinked: tag's and new_command's own type
+# variables, the variance twins of T in the protocols, the handle that
+# add_done_callback returns (only ever passed back), and Context as the type
+# aliases of elmstate.typing spell it (autodoc prints their values itself).
 nitpick_ignore_regex.append(
-    (r"py:(class|obj|data)", r"(Producer|Consumer|Store|Command|Transform|Hydrator|Dehydrator)")
+    (r"py:(class|obj|data)", r"(A|B|_T_co|_T_contra|_DoneCallback|Context)")
 )
 
 
@@ -105,6 +111,8 @@ def _signature(app, what, name, obj, options, signature, return_annotation):  # 
         return None
     try:
         if inspect.isclass(source):
+            if getattr(source, "_is_protocol", False):
+                return "", None  # a Protocol: its (*args, **kwargs) says nothing
             if "__init__" not in vars(source):
                 return None
             sig = inspect.signature(source.__init__)
@@ -160,26 +168,11 @@ def _docstring(app, what, name, obj, options, lines):  # type: ignore[no-untyped
 
 
 # The doctest builder: each page's examples share one namespace per group.
-# PENDING_CONTEXT_API skips the examples of ``with Context()`` and
-# ``Context.add_done_callback`` where the installed elmstate lacks them; once
-# both are on main the flag is False and those examples run like the others.
-PENDING_CONTEXT_API = not all(
-    hasattr(elmstate.Context, name) for name in ("__enter__", "add_done_callback")
-)
-doctest_global_setup = f"""
+doctest_global_setup = """
 import elmstate
-
-PENDING_CONTEXT_API = {PENDING_CONTEXT_API!r}
 """
 
 
 def setup(app):  # type: ignore[no-untyped-def]
     app.connect("autodoc-process-signature", _signature)
     app.connect("autodoc-process-docstring", _docstring)
-    if PENDING_CONTEXT_API:
-        from sphinx.util import logging
-
-        logging.getLogger(__name__).info(
-            "elmstate.Context lacks __enter__ or add_done_callback: "
-            "the examples marked PENDING_CONTEXT_API are skipped"
-        )
