@@ -1,4 +1,5 @@
-"""SPEC §5 and §8: aggregate over MemoryStore and SQLiteStore; SQLite durability."""
+"""aggregate over MemoryStore and SQLiteStore; SQLite durability
+(docs/contract.md#aggregate, docs/contract.md#stores)."""
 
 from __future__ import annotations
 

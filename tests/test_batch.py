@@ -1,4 +1,5 @@
-"""SPEC §4: batch — drain, return the last model, errors, cancellation, no stray threads."""
+"""batch — drain, return the last model, errors, cancellation, no stray threads
+(docs/contract.md#batch)."""
 
 from __future__ import annotations
 
@@ -391,7 +392,7 @@ def test_caller_cancel_while_fetcher_waits(elm):
 
 
 def test_caller_cancel_raises_callers_err_even_if_feeder_put_failed(elm):
-    """SPEC §4: when the caller's ctx ends, *its* err is raised.
+    """When the caller's ctx ends, *its* err is raised (docs/contract.md#errors-and-cancellation).
 
     Here the caller cancels while the loop is busy; the feeder's next put (into the
     Buffer, with the batch's inner context) then fails with the inner context's

@@ -1,4 +1,5 @@
-"""A cleaner that raises or returns a non-int closes its Buffer, with the cause (SPEC §7)."""
+"""A cleaner that raises or returns a non-int closes its Buffer, with the cause
+(docs/contract.md#cleaner-errors)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""set_cleaner, how much a cleaner's result drops, and fixed_buffer_cleaner (SPEC §7)."""
+"""set_cleaner, how much a cleaner's result drops, and fixed_buffer_cleaner
+(docs/contract.md#buffer-retention)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Buffer.close and BufferConsumer.close, and both as context managers (SPEC §7)."""
+"""Buffer.close and BufferConsumer.close, and both as context managers
+(docs/contract.md#closing-a-buffer)."""
 
 from __future__ import annotations
 

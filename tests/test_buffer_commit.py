@@ -1,4 +1,5 @@
-"""BufferConsumer commit and rollback, and NothingUncommitted (SPEC §7)."""
+"""BufferConsumer commit and rollback, and NothingUncommitted
+(docs/contract.md#commit-and-rollback)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Buffer.put and BufferConsumer.get with a Context: ended, timing out, waking (SPEC §7)."""
+"""Buffer.put and BufferConsumer.get with a Context: ended, timing out, waking
+(docs/contract.md#putting-and-reading)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from types import ModuleType
 import pytest
 from _helpers import SAFETY, InThread
 
-WAKE_LIMIT = 0.05  # seconds: SPEC §2 "within a few milliseconds", with room for a noisy box
+# seconds: "within a few milliseconds" (docs/contract.md#contexts-in-calls), with
+# room for a noisy box
+WAKE_LIMIT = 0.05
 
 
 # --------------------------------------------------------------------------- contexts

@@ -1,4 +1,5 @@
-"""Buffer FIFO order and broadcast, where a new consumer starts, len/slice/diff (SPEC §7)."""
+"""Buffer FIFO order and broadcast, where a new consumer starts, len/slice/diff
+(docs/contract.md#putting-and-reading, docs/contract.md#inspecting-a-buffer)."""
 
 from __future__ import annotations
 

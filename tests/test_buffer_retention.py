@@ -1,4 +1,5 @@
-"""What a Buffer holds and drops: the default cleaner, its cooldown, its timer (SPEC §7)."""
+"""What a Buffer holds and drops: the default cleaner, its cooldown, its timer
+(docs/contract.md#buffer-retention)."""
 
 from __future__ import annotations
 

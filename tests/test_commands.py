@@ -1,4 +1,4 @@
-"""SPEC §6: new_command and tag."""
+"""new_command and tag (docs/contract.md#command-helpers)."""
 
 from __future__ import annotations
 

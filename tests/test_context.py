@@ -1,4 +1,4 @@
-"""SPEC §2: Context, the thread-safe cancellation scope.
+"""Context, the thread-safe cancellation scope (docs/contract.md#context).
 
 Ending or freeing a context never recurses once per level of nesting, so a deep
 chain cannot overflow the C stack or raise RecursionError half-way; a bad parent
@@ -316,3 +316,33 @@ def test_a_deep_chain_cancelled_from_another_thread_wakes_a_waiter_at_the_bottom
     thread.join(5)
     assert not errors, errors
     assert woke is True
+
+
+# --------------------------------------------------------------------------- freed at shutdown
+
+
+def test_a_context_freed_after_the_modules_were_cleared_still_cancels_its_timer(
+    elm: ModuleType,
+) -> None:
+    """At interpreter shutdown a context may be freed after the core's and the
+    timer's module attributes were cleared: freeing it must neither raise
+    (printed as "Exception ignored in ...") nor leave its deadline scheduled."""
+    proc = run_python(
+        elm,
+        """
+        from elmstate import _backend, _timer
+
+        running = elm.Context(timeout=60)
+        ended = elm.Context(timeout=60)
+        ended.cancel()
+        pending = _timer._pending
+        assert len(pending) == 1, pending  # ending cancelled its own deadline
+        _backend.core.__dict__["_timer"] = None  # what shutdown does to module attributes
+        _timer.__dict__["_pending"] = None
+        del running, ended
+        assert len(pending) == 0, pending
+        print("freed")
+        """,
+    )
+    assert proc.returncode == 0 and proc.stdout.strip() == "freed", report(proc)
+    assert proc.stderr == "", report(proc)

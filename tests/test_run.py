@@ -1,4 +1,4 @@
-"""SPEC §3: run — the order of a tick, commits, rollbacks and cancellation."""
+"""run (docs/contract.md#run) — the order of a tick, commits, rollbacks and cancellation."""
 
 from __future__ import annotations
 

@@ -50,6 +50,9 @@ from elmstate._errors import Canceled, Closed, DeadlineExceeded, Lagged, Nothing
 __all__ = ["Buffer", "BufferConsumer", "Context", "batch", "run"]
 
 cdef object _log = logging.getLogger("elmstate")
+# A C global, not a module attribute: __dealloc__ may run during interpreter
+# shutdown, after the module's attributes were cleared.
+cdef object _cancel_timer = _timer.cancel
 cdef object _Lock = threading.Lock
 cdef object _RLock = threading.RLock
 cdef object _Condition = threading.Condition
@@ -182,8 +185,8 @@ A thread-safe cancellation scope, in the spirit of Go's ``context.Context``."""
     def __dealloc__(self):
         if self._parent is not None:
             self._parent._off_done(self._parent_token)
-        if self._timer is not None:
-            _timer.cancel(self._timer)  # lock-free: the GC may run this anywhere
+        if self._timer is not None and _cancel_timer is not None:
+            _cancel_timer(self._timer)  # lock-free: the GC may run this anywhere
 
     cdef Py_ssize_t _on_done(self, fn) except -1:
         """Register ``fn(err)``; returns a token for :meth:`_off_done`, or 0 if ended."""
@@ -249,6 +252,7 @@ A thread-safe cancellation scope, in the spirit of Go's ``context.Context``."""
             event = self._event
         if self._timer is not None:
             _timer.cancel(self._timer)
+            self._timer = None
         parent = self._parent
         if parent is not None:
             self._parent = None

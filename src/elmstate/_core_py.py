@@ -1,4 +1,4 @@
-"""The pure-Python core: the reference for the semantics in SPEC.md.
+"""The pure-Python core: the reference for the rules in docs/contract.md.
 
 ``_core.pyx`` mirrors this module name for name and branch for branch; a change to
 one lands in the other in the same commit. Read this file to learn what the
@@ -158,13 +158,15 @@ class Context:
     def __reduce_ex__(self, protocol: object) -> NoReturn:
         raise check.not_copyable(self)
 
-    def __del__(self) -> None:
+    # _cancel is bound here: this may run during interpreter shutdown, after the
+    # module's globals were cleared.
+    def __del__(self, _cancel: Callable[[int], None] = _timer.cancel) -> None:
         parent = getattr(self, "_parent", None)  # absent when __init__ raised
         if parent is not None:
             parent._off_done(self._parent_token)
         timer = getattr(self, "_timer", None)
         if timer is not None:
-            _timer.cancel(timer)  # lock-free: the GC may run this anywhere
+            _cancel(timer)  # lock-free: the GC may run this anywhere
 
     # Internal: callbacks run (outside the lock) when the context ends.
 
@@ -232,6 +234,7 @@ class Context:
             event = self._event
         if self._timer is not None:
             _timer.cancel(self._timer)
+            self._timer = None
         parent = self._parent
         if parent is not None:
             self._parent = None

@@ -63,9 +63,12 @@ def schedule_work(delay: float, fn: Callable[[], object]) -> int:
     return _schedule(delay, fn, True)
 
 
-def cancel(handle: int) -> None:
-    """Forget a scheduled callback; harmless if it already ran."""
-    _pending.pop(handle, None)
+def cancel(handle: int, _forget: Callable[[int, None], object] = _pending.pop) -> None:
+    """Forget a scheduled callback; harmless if it already ran.
+
+    ``_forget`` is bound once, here: finalisers call this, also during interpreter
+    shutdown, when this module's globals may already be gone."""
+    _forget(handle, None)
 
 
 def _schedule(delay: float, fn: Callable[[], object], work: bool) -> int:

@@ -28,7 +28,8 @@ elmstate, which always passes a ``Context``, so they may require one.
 
 ``Producer``, ``Consumer``, ``Store`` and ``VersionedStore`` are
 ``runtime_checkable``: ``isinstance(store, VersionedStore)`` tells whether the
-methods exist, which is all elmstate itself asks of an argument (SPEC §3, §5).
+methods exist, which is all elmstate itself asks of an argument
+(docs/contract.md#errors).
 It does not check their signatures, and it is slow next to a plain attribute
 test, so keep it out of hot paths. ``Fetcher`` is not: as a callback protocol it
 would be true of every callable.
@@ -163,11 +164,13 @@ class Store(Protocol):
 
 @runtime_checkable
 class VersionedStore(Store, Protocol):
-    """A :class:`Store` with optimistic concurrency (SPEC §8).
+    """A :class:`Store` with optimistic concurrency.
 
     An absent key has version 0. ``store_versioned`` writes only if the key's
     version still equals ``version``, returns the new one (``version + 1``), and
-    otherwise raises :class:`elmstate.Conflict` and stores nothing.
+    otherwise raises a conflict error and stores nothing. Published ahead of the
+    stores that implement it and of their ``elmstate.Conflict`` error, which come
+    in the next release.
     """
 
     def load_versioned(self, ctx: Context | None, key: str, /) -> tuple[bytes | None, int]: ...
