@@ -169,6 +169,7 @@ A thread-safe cancellation scope, in the spirit of Go's ``context.Context``."""
         return True
 
     def __enter__(self):
+        """The context itself; leaving the block cancels it."""
         return self
 
     def __exit__(self, *exc_info):
@@ -395,6 +396,7 @@ A thread-safe, one-to-many, unbounded FIFO with per-consumer offsets.
         self._maybe_clean()
 
     def __len__(self):
+        """The number of messages the buffer holds."""
         return self._end - self._start
 
     def slice(self):
@@ -424,9 +426,11 @@ A thread-safe, one-to-many, unbounded FIFO with per-consumer offsets.
             self._close(None)
 
     def __enter__(self):
+        """The buffer itself; leaving the block closes it."""
         return self
 
     def __exit__(self, *exc_info):
+        """Close on leaving the ``with`` block."""
         self.close()
 
     def __reduce_ex__(self, protocol):
@@ -749,9 +753,11 @@ cdef class BufferConsumer:
         buffer._maybe_clean()
 
     def __enter__(self):
+        """The consumer itself; leaving the block closes it."""
         return self
 
     def __exit__(self, *exc_info):
+        """Close on leaving the ``with`` block."""
         self.close()
 
     def __reduce_ex__(self, protocol):

@@ -145,6 +145,7 @@ class Context:
         return True
 
     def __enter__(self) -> Context:
+        """The context itself; leaving the block cancels it."""
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -405,6 +406,7 @@ class Buffer(Generic[T]):
         self._maybe_clean()
 
     def __len__(self) -> int:
+        """The number of messages the buffer holds."""
         with self._lock:
             items, base = self._span
             return base + len(items) - self._start
@@ -430,9 +432,11 @@ class Buffer(Generic[T]):
             self._close(None)
 
     def __enter__(self) -> Buffer[T]:
+        """The buffer itself; leaving the block closes it."""
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        """Close on leaving the ``with`` block."""
         self.close()
 
     def __reduce_ex__(self, protocol: object) -> NoReturn:
@@ -743,9 +747,11 @@ class BufferConsumer(Generic[T]):
         buffer._maybe_clean()
 
     def __enter__(self) -> BufferConsumer[T]:
+        """The consumer itself; leaving the block closes it."""
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        """Close on leaving the ``with`` block."""
         self.close()
 
     def __reduce_ex__(self, protocol: object) -> NoReturn:
