@@ -1,4 +1,5 @@
-"""The two cores expose the same public names, with the same signatures and defaults.
+"""The two cores expose the same public names, with the same signatures and defaults,
+and those signatures are the documented ones.
 
 Annotations are left out of the comparison (the compiled core has none at run
 time); names, kinds and defaults are what a caller, ``inspect`` or an IDE sees.
@@ -103,3 +104,35 @@ def test_the_aggregate_module_is_private() -> None:
     assert importlib.import_module("elmstate._aggregate").aggregate is elmstate.aggregate
     with pytest.raises(ModuleNotFoundError):
         importlib.import_module("elmstate.aggregate")
+
+
+# ------------------------------------------------------------- each core, as documented
+
+LOOP = ["init", "update", "view", "producer", "consumer"]
+
+
+@pytest.mark.parametrize(
+    "name, params",
+    [("run", [*LOOP, "ctx", "replay"]), ("batch", [*LOOP, "fetcher", "ctx", "replay"])],
+)
+def test_entry_points(elm: ModuleType, name: str, params: list[str]) -> None:
+    signature = inspect.signature(getattr(elm, name))
+    assert list(signature.parameters) == params
+    for keyword in ("ctx", "replay"):
+        assert signature.parameters[keyword].kind is inspect.Parameter.KEYWORD_ONLY
+
+
+@pytest.mark.parametrize(
+    "owner, method, params",
+    [
+        ("Buffer", "put", ["self", "ctx", "values"]),
+        ("Buffer", "set_cleaner", ["self", "cleaner", "cooldown"]),
+        ("Buffer", "diff", ["self", "consumer"]),
+        ("BufferConsumer", "get", ["self", "ctx"]),
+        ("BufferConsumer", "commit", ["self"]),
+        ("Context", "wait", ["self", "timeout"]),
+    ],
+)
+def test_methods(elm: ModuleType, owner: str, method: str, params: list[str]) -> None:
+    signature = inspect.signature(getattr(getattr(elm, owner), method))
+    assert list(signature.parameters) == params
