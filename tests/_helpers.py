@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
@@ -102,3 +103,16 @@ def aggregate_once(elm: ModuleType, store: Any, hydrator: Any, key: str) -> Any:
         key,
         ctx=elm.Context(timeout=SAFETY),
     )
+
+
+class ArmedCleaner:
+    """A cleaner that drops nothing until armed, then raises ``error`` on each call."""
+
+    def __init__(self, error: BaseException, armed: bool = False) -> None:
+        self.error = error
+        self.armed = armed
+
+    def __call__(self, size: int, offsets: Sequence[int]) -> int:
+        if self.armed:
+            raise self.error
+        return 0

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from types import ModuleType
 
 import pytest
-from _helpers import SAFETY, InThread
+from _helpers import SAFETY, ArmedCleaner, InThread
 
 # --------------------------------------------------------------------------- cleaner errors
 
@@ -19,18 +19,13 @@ class CleanerError(Exception):
 
 def test_a_cleaner_that_raises_closes_the_buffer_with_its_cause(elm: ModuleType) -> None:
     error = CleanerError("boom")
-    armed = False
-
-    def cleaner(size: int, offsets: Sequence[int]) -> int:
-        if armed:
-            raise error
-        return 0
+    cleaner = ArmedCleaner(error)
 
     buf = elm.Buffer()
     consumer = buf.new_consumer()
     buf.set_cleaner(cleaner, cooldown=0)
     buf.put(None, 1)
-    armed = True
+    cleaner.armed = True
     try:
         buf.put(None, 2)  # this put runs the cleaner: it may succeed or raise Closed
     except elm.Closed:

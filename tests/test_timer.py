@@ -23,7 +23,7 @@ from types import ModuleType
 from typing import Any, Callable
 
 import pytest
-from _helpers import wait_for
+from _helpers import ArmedCleaner, wait_for
 from _isolated import report, run_python
 
 WATCHDOG = 30.0
@@ -247,12 +247,7 @@ def test_an_inline_cleaner_interrupt_propagates_and_closes_the_buffer(
 ) -> None:
     """Issue 7, defect 3g: an inline KeyboardInterrupt reaches the caller and closes the buffer."""
     error = KeyboardInterrupt("from the cleaner")
-    armed = via == "set_cleaner"
-
-    def cleaner(size: int, offsets: Sequence[int]) -> int:
-        if armed:
-            raise error
-        return 0
+    cleaner = ArmedCleaner(error, armed=via == "set_cleaner")
 
     buf = elm.Buffer()
     consumer = buf.new_consumer()
@@ -262,7 +257,7 @@ def test_an_inline_cleaner_interrupt_propagates_and_closes_the_buffer(
                 buf.set_cleaner(cleaner, cooldown=0)
         else:
             buf.set_cleaner(cleaner, cooldown=0)
-            armed = True
+            cleaner.armed = True
             with pytest.raises(KeyboardInterrupt) as raised:
                 buf.put(None, "x")  # cooldown 0: this put runs a pass, inline
         assert raised.value is error
