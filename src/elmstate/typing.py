@@ -22,7 +22,7 @@ positional-only here because elmstate passes them positionally: your methods may
 name them as they like. Methods whose result elmstate ignores return ``object``,
 so an implementation may return anything (say, the ids a broker assigned).
 Their ``ctx`` is ``Context | None``, as for elmstate's own Buffer and stores
-(``store.load(None, key)`` works there): every ``ctx`` parameter is optional.
+(``store.load(None, key)`` works there): every ``ctx`` may be ``None``.
 The callbacks (``Fetcher``, ``Hydrator``, ``Dehydrator``) are only called by
 elmstate, which always passes a ``Context``, so they may require one.
 
