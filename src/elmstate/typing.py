@@ -3,7 +3,7 @@
 Annotate a program with these and a type checker follows the model and message
 types through ``run``, ``batch`` and ``aggregate``::
 
-    from elmstate import Buffer, batch
+    from elmstate import Buffer, Context, batch
     from elmstate.typing import Command, Transform
 
     def init() -> tuple[int, Command[str]]:
@@ -11,6 +11,9 @@ types through ``run``, ``batch`` and ``aggregate``::
 
     def update(msg: str) -> Transform[int, str] | None:
         return lambda model: (model + len(msg), None)
+
+    def fetch(ctx: Context) -> tuple[list[str], bool]:
+        return ["a", "bb"], False
 
     buf: Buffer[str] = Buffer()
     model = batch(init, update, print, buf, buf.new_consumer(), fetch)  # model: int
@@ -26,13 +29,12 @@ Their ``ctx`` is ``Context | None``, as for elmstate's own Buffer and stores
 The callbacks (``Fetcher``, ``Hydrator``, ``Dehydrator``) are only called by
 elmstate, which always passes a ``Context``, so they may require one.
 
-``Producer``, ``Consumer``, ``Store`` and ``VersionedStore`` are
-``runtime_checkable``: ``isinstance(store, VersionedStore)`` tells whether the
-methods exist, which is all elmstate itself asks of an argument
-(docs/contract.md#errors).
-It does not check their signatures, and it is slow next to a plain attribute
-test, so keep it out of hot paths. ``Fetcher`` is not: as a callback protocol it
-would be true of every callable.
+``Producer``, ``Consumer`` and ``Store`` are ``runtime_checkable``:
+``isinstance(store, Store)`` tells whether the methods exist, which is all
+elmstate itself asks of an argument (docs/contract.md#errors). It does not check
+their signatures, and it is slow next to a plain attribute test, so keep it out
+of hot paths. ``Fetcher`` is not: as a callback protocol it would be true of
+every callable.
 
 The aliases are subscriptable at run time on every supported Python (3.9 on),
 so ``Command[int]`` also works outside annotations: they are spelled with
