@@ -56,7 +56,7 @@ class SQLiteStore:
             )
 
     def close(self) -> None:
-        """Close the connection; idempotent. Later calls raise ``ValueError``."""
+        """Close the connection; idempotent. Later loads and stores raise ``ValueError``."""
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
