@@ -4,11 +4,15 @@ that run once when it ends, however many of them raise."""
 from __future__ import annotations
 
 import copy
+import gc
 import logging
 import pickle
+import sys
 import threading
 import time
+from collections.abc import Iterator
 from types import ModuleType
+from typing import Any
 
 import pytest
 from _helpers import wait_for
@@ -251,3 +255,71 @@ def test_a_ctrl_c_in_a_callback_reaches_the_canceller_after_the_others_ran(
         ctx.cancel()
     assert calls == ["after"]
     assert ctx.done and child.done
+
+
+# --------------------------------------------------------------------------- collected in a cycle
+
+
+class Holder:
+    """A callback that refers back to its context, made after it (so the GC may
+    come to it last): context -> handle -> Holder -> context."""
+
+    def __init__(self, ctx: object) -> None:
+        self.ctx = ctx
+
+    def __call__(self) -> None:
+        pass
+
+
+def callbacks_of(ctx: object) -> dict[Any, Any]:
+    held = getattr(ctx, "_callbacks", None)  # the pure core's attribute
+    if held is None:  # the compiled core's C field, as the GC sees it
+        [held] = [r for r in gc.get_referents(ctx) if type(r) is dict]
+    return held  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def unraisable() -> Iterator[list[object]]:
+    """What the interpreter reports as "Exception ignored in ...", collected."""
+    seen: list[object] = []
+    saved = sys.unraisablehook
+    sys.unraisablehook = seen.append
+    try:
+        yield seen
+    finally:
+        sys.unraisablehook = saved
+
+
+def test_a_child_collected_in_a_cycle_leaves_its_parent_and_its_deadline(
+    elm: ModuleType, unraisable: list[object]
+) -> None:
+    parent = elm.Context()
+    pending = len(elm._timer._pending)
+    gc.disable()
+    try:
+        for _ in range(200):
+            child = elm.Context(parent, timeout=3600)
+            child.add_done_callback(Holder(child))
+            del child
+        gc.collect()
+    finally:
+        gc.enable()
+    assert len(callbacks_of(parent)) == 0  # no dead children registered
+    assert len(elm._timer._pending) == pending  # no deadlines left scheduled
+    assert unraisable == []
+
+
+def test_a_parent_and_child_collected_in_a_cycle_report_nothing(
+    elm: ModuleType, unraisable: list[object]
+) -> None:
+    gc.disable()
+    try:
+        for _ in range(50):
+            parent = elm.Context()
+            child = elm.Context(parent, timeout=3600)
+            parent.add_done_callback(Holder(child))  # parent -> child -> parent
+            del parent, child
+        gc.collect()
+    finally:
+        gc.enable()
+    assert unraisable == []

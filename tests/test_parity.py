@@ -96,6 +96,23 @@ def test_methods_and_properties(name: str) -> None:
         ), method
 
 
+def instances(core: ModuleType) -> dict[str, object]:
+    buffer = core.Buffer()
+    return {"Context": core.Context(), "Buffer": buffer, "BufferConsumer": buffer.new_consumer()}
+
+
+@pytest.mark.parametrize("name", ["Context", "Buffer", "BufferConsumer"])
+def test_bound_methods(name: str) -> None:
+    """What a caller's IDE shows for ``buf.put``: no ``self`` on either core."""
+    compiled = instances(core_of("compiled"))[name]
+    pure = instances(core_of("pure"))[name]
+    for method in sorted(methods(type(pure))):
+        p = getattr(pure, method)
+        if not inspect.ismethod(p) or method == "__class_getitem__":
+            continue  # a property's value
+        assert shape(getattr(compiled, method)) == shape(p), method
+
+
 def test_the_aggregate_module_is_private() -> None:
     """``elmstate.aggregate`` is the function; its module is ``elmstate._aggregate``."""
     import elmstate

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+import sys
 import textwrap
 import types
+import typing
 from collections.abc import Iterable
 from pathlib import Path
 from types import ModuleType
@@ -244,3 +246,17 @@ def test_mypy_follows_the_types(tmp_path: Path) -> None:
     unexpected = {line: codes for line, codes in errors.items() if line not in expected_errors}
     assert not unexpected, f"unexpected mypy errors {unexpected}\n{stdout}"
     assert status == 1  # the expected errors
+
+
+def _takes_a_hydrator(hydrator: et.Hydrator[int]) -> None:
+    """A user's function, in a module that never imports Context."""
+
+
+@pytest.mark.skipif(sys.version_info < (3, 10), reason="X | None annotations evaluate from 3.10")
+def test_type_hints_resolve_at_run_time(elm: ModuleType) -> None:
+    """typing.get_type_hints, as runtime checkers and doc tools call it, finds Context."""
+    assert typing.get_type_hints(elm.aggregate)["ctx"] == Optional[elm.Context]
+    assert typing.get_type_hints(elm.typing.Store.load)["ctx"] == Optional[elm.Context]
+    hydrator = typing.get_type_hints(_takes_a_hydrator)["hydrator"]
+    ctx = typing.get_args(hydrator)[0][0]
+    assert isinstance(ctx, type) and ctx.__name__ == "Context", ctx

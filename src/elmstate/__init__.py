@@ -6,6 +6,7 @@ model is loaded from and saved to a key-value store. The hot path is compiled
 (Cython) when available; ``elmstate.compiled`` tells which core is live.
 """
 
+from . import typing as _typing
 from ._aggregate import aggregate
 from ._backend import compiled, core
 from ._cleaners import CleanerNotification, default_cleaner, fixed_buffer_cleaner
@@ -18,6 +19,10 @@ Buffer = core.Buffer
 BufferConsumer = core.BufferConsumer
 run = core.run
 batch = core.batch
+
+# elmstate.typing's annotations name Context, which it cannot import (the core
+# imports it): it gets the live core's class here, for typing.get_type_hints.
+setattr(_typing, "Context", Context)  # noqa: B010 (mypy: a class is no variable)
 
 __version__ = "0.1.0"
 

@@ -25,6 +25,8 @@ from .typing import (
 
 if TYPE_CHECKING:
     from ._core_py import Context
+else:
+    Context = core.Context  # for typing.get_type_hints at run time
 
 Load = Callable[[Any], object]
 

@@ -16,8 +16,9 @@ cdef class _End
 # --------------------------------------------------------------------------- Context
 
 
+# Class directives that change the generated slots (trashcan, no_gc_clear) are
+# honoured only on the definition: see Context in _core.pyx.
 @cython.final
-@cython.trashcan(True)  # freeing a chain of 100,000 contexts must not recurse in C
 cdef class Context:
     cdef object _lock
     cdef bint _done

@@ -83,6 +83,10 @@ cdef object _same_kind(object err):
 
 
 @cython.trashcan(True)  # freeing a chain of 100,000 contexts must not recurse in C
+# A collected context must still leave its parent and cancel its deadline in
+# __dealloc__, so the GC may not clear its fields first; every cycle through a
+# context also runs through a dict or a callback, which the GC does clear.
+@cython.no_gc_clear
 cdef class Context:
     # The first line is the signature inspect.signature reads off a builtin type.
     """Context(parent=None, *, timeout=None)
@@ -156,7 +160,8 @@ A thread-safe cancellation scope, in the spirit of Go's ``context.Context``."""
         return handle
 
     def remove_done_callback(self, handle):
-        """Withdraw a callback; True if it was withdrawn before it ran."""
+        """Withdraw a callback: True if it will not run; False if it has run, or
+        will (the context has ended), or was withdrawn already."""
         if type(handle) is not _DoneCallback:
             raise TypeError(
                 "handle must be what add_done_callback returned, got " + type(handle).__name__

@@ -133,7 +133,8 @@ class Context:
         return handle
 
     def remove_done_callback(self, handle: _DoneCallback) -> bool:
-        """Withdraw a callback; True if it was withdrawn before it ran."""
+        """Withdraw a callback: True if it will not run; False if it has run, or
+        will (the context has ended), or was withdrawn already."""
         if type(handle) is not _DoneCallback:
             raise TypeError(
                 "handle must be what add_done_callback returned, got " + type(handle).__name__

@@ -71,7 +71,7 @@ cdef PyMethodDef _buffer_put_def
 _buffer_put_def.ml_name = "put"
 _buffer_put_def.ml_meth = <void*>_buffer_put
 _buffer_put_def.ml_flags = METH_FASTCALL | METH_KEYWORDS
-_buffer_put_def.ml_doc = "put(self, ctx, *values)\n--\n\nAppend ``values`` in order; never blocks."
+_buffer_put_def.ml_doc = "put($self, ctx, *values)\n--\n\nAppend ``values`` in order; never blocks."
 _install(Buffer, &_buffer_put_def)
 
 
@@ -92,7 +92,7 @@ _consumer_get_def.ml_name = "get"
 _consumer_get_def.ml_meth = <void*>_consumer_get
 _consumer_get_def.ml_flags = METH_FASTCALL | METH_KEYWORDS
 _consumer_get_def.ml_doc = (
-    "get(self, ctx=None)\n--\n\n"
+    "get($self, ctx=None)\n--\n\n"
     "The next message, blocking until one is put, ``ctx`` ends or a close."
 )
 _install(BufferConsumer, &_consumer_get_def)

@@ -45,13 +45,30 @@ so ``Command[int]`` also works outside annotations: they are spelled with
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, TypeVar, runtime_checkable
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    ForwardRef,
+    Optional,
+    Protocol,
+    TypeVar,
+    runtime_checkable,
+)
 
 if TYPE_CHECKING:
     # PEP 696 (3.13's typing); type checkers read it from typing_extensions' stub.
     from typing_extensions import TypeVar as DefaultedTypeVar
 
     from ._core_py import Context
+else:
+    # This module loads before the core it describes, so Context is a reference
+    # here until elmstate/__init__.py sets the live core's class in its place:
+    # then typing.get_type_hints resolves it, also in a user's Hydrator[int].
+    try:
+        Context = ForwardRef("Context", module=__name__)
+    except TypeError:  # Python 3.9.0-3.9.6: no module argument
+        Context = ForwardRef("Context")
 
 __all__ = [
     "Cleaner",
@@ -115,10 +132,10 @@ ReadOnlyModels = Optional[
 ``(other_key, load)``; ``load`` receives the model stored at ``other_key`` (or
 ``None``). Their models may be of any type, hence ``Any``."""
 
-Hydrator = Callable[["Context", str, bytes], tuple[Model, ReadOnlyModels]]
+Hydrator = Callable[[Context, str, bytes], tuple[Model, ReadOnlyModels]]
 """``Hydrator[Model]``: ``(ctx, key, value) -> (model, read_only_models)``."""
 
-Dehydrator = Callable[["Context", str, Model], bytes]
+Dehydrator = Callable[[Context, str, Model], bytes]
 """``Dehydrator[Model]``: ``(ctx, key, model) -> bytes``, the reverse of the hydrator."""
 
 
