@@ -467,6 +467,12 @@ PURE_STUCK_ALLOWED = 3
 def test_a_keyboard_interrupt_storm_never_leaves_cleaning_stuck(elm: ModuleType) -> None:
     """KeyboardInterrupts landing anywhere in put/get/commit do not stop a buffer cleaning.
 
+    Not on the pure core before Python 3.11: there an interrupt can land after a
+    ``with lock:`` block's body and before its ``__exit__`` (python/cpython#74174),
+    leaving a buffer's lock held by the main thread, which blocks the worker thread
+    that runs deferred passes (seen: 23 of 30 trials stuck on 3.9, also on 3.10).
+    docs/cores.md says so.
+
     SIGALRM every ~30 us raises KeyboardInterrupt on the main thread while it
     puts, gets and commits with cooldown=0.002, for 30 ms per trial and 30
     trials. Then, with the storm disarmed, everything is read and committed:
@@ -483,6 +489,8 @@ def test_a_keyboard_interrupt_storm_never_leaves_cleaning_stuck(elm: ModuleType)
     stuck in 720 trials), but as a margin for one not seen, up to
     PURE_STUCK_ALLOWED of TRIALS are tolerated there.
     """
+    if not elm.compiled and sys.version_info < (3, 11):
+        pytest.skip("pure core before 3.11: a with block's exit is not interrupt-safe")
     lines = run_lines(
         elm,
         f"""
@@ -531,8 +539,13 @@ def test_a_keyboard_interrupt_storm_never_leaves_cleaning_stuck(elm: ModuleType)
 
 
         def handler(signum, frame):
-            if armed and frame is not None and frame.f_code is not trial.__code__:
+            # Never in the harness: trial, or this handler itself (a second
+            # alarm can land while a first one's handler runs; seen on 3.9).
+            if armed and frame is not None and frame.f_code not in spared:
                 raise KeyboardInterrupt
+
+
+        spared = (trial.__code__, handler.__code__)
 
 
         # The timer thread first: an interrupt inside Thread.start (CPython's
