@@ -24,7 +24,7 @@ cdef class Context:
     cdef bint _done
     cdef object _err
     cdef dict _callbacks  # token -> fn(err), run once when this context ends
-    cdef object _event
+    cdef object _gate  # see wait
     cdef Context _parent
     cdef Py_ssize_t _parent_token
     cdef object _timer

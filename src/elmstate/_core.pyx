@@ -56,7 +56,6 @@ cdef object _cancel_timer = _timer.cancel
 cdef object _Lock = threading.Lock
 cdef object _RLock = threading.RLock
 cdef object _Condition = threading.Condition
-cdef object _Event = threading.Event
 cdef double _TIMEOUT_MAX = threading.TIMEOUT_MAX
 cdef int64_t _MIN_CAPACITY = 16
 cdef int64_t _SHRINK_ABOVE = 1024  # rings this small are never shrunk
@@ -131,16 +130,21 @@ A thread-safe cancellation scope, in the spirit of Go's ``context.Context``."""
         seconds = None if timeout is None else check.seconds_arg("timeout", timeout)
         if self._done:
             return True
-        event = self._event or _Event()  # before the lock: allocating may run the GC
+        # Waiters sleep on a plain lock that is held until the context ends:
+        # acquiring one runs no Python code. threading.Event.wait does, and before
+        # Python 3.11 a finaliser the GC ran there that ended this context
+        # deadlocked on the Event's own lock.
+        gate = self._gate or _held_lock()  # before the lock: allocating may run the GC
         with self._lock:
             if self._done:
                 return True
-            if self._event is None:
-                self._event = event
-            event = self._event
-        if seconds is None:
-            return event.wait()
-        return _wait_long(event, seconds)
+            if self._gate is None:
+                self._gate = gate
+            gate = self._gate
+        if _acquire(gate, seconds):
+            gate.release()  # on to the next waiter
+            return True
+        return self._done
 
     def add_done_callback(self, fn):
         """Run ``fn()`` once when the context ends, on the thread that ends it.
@@ -255,7 +259,7 @@ A thread-safe cancellation scope, in the spirit of Go's ``context.Context``."""
             self._done = True  # after _err: lock-free readers check _done first
             callbacks = self._callbacks
             self._callbacks = fresh
-            event = self._event
+            gate = self._gate
         if self._timer is not None:
             _timer.cancel(self._timer)
             self._timer = None
@@ -263,19 +267,28 @@ A thread-safe cancellation scope, in the spirit of Go's ``context.Context``."""
         if parent is not None:
             self._parent = None
             parent._off_done(self._parent_token)
-        if event is not None:
-            event.set()
+        if gate is not None:
+            gate.release()  # wakes a waiter, which wakes the next
         return list(callbacks.values())
 
 
-cdef object _wait_long(object event, double seconds):
-    """``event.wait(seconds)`` for any finite ``seconds``, beyond ``TIMEOUT_MAX`` too."""
-    cdef double deadline = monotonic() + seconds
+cdef object _held_lock():
+    lock = _Lock()
+    lock.acquire()
+    return lock
+
+
+cdef bint _acquire(object lock, object seconds) except -1:
+    """``lock.acquire()`` within ``seconds`` (None: no limit), beyond ``TIMEOUT_MAX`` too."""
+    if seconds is None:
+        return lock.acquire()
+    cdef double left = seconds
+    cdef double deadline = monotonic() + left
     while True:
-        if event.wait(min(seconds, _TIMEOUT_MAX)):
+        if lock.acquire(timeout=min(left, _TIMEOUT_MAX)):
             return True
-        seconds = deadline - monotonic()
-        if seconds <= 0:
+        left = deadline - monotonic()
+        if left <= 0:
             return False
 
 

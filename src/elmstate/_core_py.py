@@ -52,7 +52,7 @@ class Context:
         "_done",
         "_err",
         "_callbacks",
-        "_event",
+        "_gate",
         "_parent",
         "_parent_token",
         "_timer",
@@ -68,7 +68,7 @@ class Context:
         self._callbacks: dict[
             int, Callable[[Canceled], object] | _ChildLink
         ] = {}  # run once, at the end
-        self._event: threading.Event | None = None
+        self._gate: threading.Lock | None = None  # see wait
         self._parent: Context | None = None
         self._parent_token = 0
         self._timer: int | None = None
@@ -104,16 +104,21 @@ class Context:
         seconds = None if timeout is None else check.seconds_arg("timeout", timeout)
         if self._done:
             return True
-        event = self._event or threading.Event()  # before the lock: allocating may run the GC
+        # Waiters sleep on a plain lock that is held until the context ends:
+        # acquiring one runs no Python code. threading.Event.wait does, and before
+        # Python 3.11 a finaliser the GC ran there that ended this context
+        # deadlocked on the Event's own lock.
+        gate = self._gate or _held_lock()  # before the lock: allocating may run the GC
         with self._lock:
             if self._done:
                 return True
-            if self._event is None:
-                self._event = event
-            event = self._event
-        if seconds is None:
-            return event.wait()
-        return _wait_long(event, seconds)
+            if self._gate is None:
+                self._gate = gate
+            gate = self._gate
+        if _acquire(gate, seconds):
+            gate.release()  # on to the next waiter
+            return True
+        return self._done
 
     def add_done_callback(self, fn: Callable[[], object]) -> _DoneCallback:
         """Run ``fn()`` once when the context ends, on the thread that ends it.
@@ -233,7 +238,7 @@ class Context:
             self._done = True  # after _err: lock-free readers check _done first
             callbacks = self._callbacks
             self._callbacks = fresh
-            event = self._event
+            gate = self._gate
         if self._timer is not None:
             _timer.cancel(self._timer)
             self._timer = None
@@ -241,16 +246,24 @@ class Context:
         if parent is not None:
             self._parent = None
             parent._off_done(self._parent_token)
-        if event is not None:
-            event.set()
+        if gate is not None:
+            gate.release()  # wakes a waiter, which wakes the next
         return list(callbacks.values())
 
 
-def _wait_long(event: threading.Event, seconds: float) -> bool:
-    """``event.wait(seconds)`` for any finite ``seconds``, beyond ``TIMEOUT_MAX`` too."""
+def _held_lock() -> threading.Lock:
+    lock = threading.Lock()
+    lock.acquire()
+    return lock
+
+
+def _acquire(lock: threading.Lock, seconds: float | None) -> bool:
+    """``lock.acquire()`` within ``seconds`` (None: no limit), beyond ``TIMEOUT_MAX`` too."""
+    if seconds is None:
+        return lock.acquire()
     deadline = time.monotonic() + seconds
     while True:
-        if event.wait(min(seconds, threading.TIMEOUT_MAX)):
+        if lock.acquire(timeout=min(seconds, threading.TIMEOUT_MAX)):
             return True
         seconds = deadline - time.monotonic()
         if seconds <= 0:
