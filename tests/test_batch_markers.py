@@ -56,6 +56,18 @@ class Lister:
     def view(self, model: Any) -> None:
         pass
 
+    def batch(self, elm: ModuleType, fetcher: Callable[[Any], Any]) -> Any:
+        """``elm.batch`` of this program on its buffer and consumer, bounded by SAFETY."""
+        return elm.batch(
+            self.init,
+            self.update,
+            self.view,
+            self.buf,
+            self.consumer,
+            fetcher,
+            ctx=elm.Context(timeout=SAFETY),
+        )
+
 
 def pages(*replies: tuple[list[Any], bool], delay: float = 0.0) -> Callable[[Any], Any]:
     """A fetcher returning each (messages, more) reply in turn, after ``delay`` seconds."""
@@ -73,15 +85,7 @@ def fail_a_batch(elm: ModuleType, buf: Any, consumer: Any) -> None:
     """Batch 1: ["a", "boom"]; update fails on "boom", leaving "boom" and the marker unread."""
     program = Lister(buf, consumer, fail=True)
     with pytest.raises(Boom):
-        elm.batch(
-            program.init,
-            program.update,
-            program.view,
-            buf,
-            consumer,
-            pages((["a", "boom"], False)),
-            ctx=elm.Context(timeout=SAFETY),
-        )
+        program.batch(elm, pages((["a", "boom"], False)))
     assert program.seen == ["a", "boom"]
     assert buf.diff(consumer) == 2  # "boom" again, then batch 1's end marker
 
@@ -92,15 +96,9 @@ def test_a_failed_batchs_marker_does_not_end_the_next_batch(elm: ModuleType) -> 
     consumer = buf.new_consumer()
     fail_a_batch(elm, buf, consumer)
     program = Lister(buf, consumer)
-    result = elm.batch(
-        program.init,
-        program.update,
-        program.view,
-        buf,
-        consumer,
-        pages((["x", "y"], False), delay=0.2),  # arrives after the leftover marker is read
-        ctx=elm.Context(timeout=SAFETY),
-    )
+    result = program.batch(
+        elm, pages((["x", "y"], False), delay=0.2)
+    )  # arrives after the leftover marker is read
     assert result == ["boom", "x", "y"]
     assert program.seen == ["boom", "x", "y"]
     assert buf.diff(consumer) == 0  # every marker, its own and the leftover, committed
@@ -115,15 +113,7 @@ def test_a_failing_batch_skips_a_leftover_marker_and_leaves_its_own(elm: ModuleT
     consumer.commit()
     fail_a_batch(elm, buf, consumer)  # reads batch 1's marker first, then a, boom
     program = Lister(buf, consumer)
-    result = elm.batch(
-        program.init,
-        program.update,
-        program.view,
-        buf,
-        consumer,
-        pages((["x"], True), (["y"], False), delay=0.1),
-        ctx=elm.Context(timeout=SAFETY),
-    )
+    result = program.batch(elm, pages((["x"], True), (["y"], False), delay=0.1))
     assert result == ["boom", "x", "y"]
     assert program.seen == ["boom", "x", "y"]
     assert buf.diff(consumer) == 0
