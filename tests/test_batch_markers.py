@@ -96,9 +96,8 @@ def test_a_failed_batchs_marker_does_not_end_the_next_batch(elm: ModuleType) -> 
     consumer = buf.new_consumer()
     fail_a_batch(elm, buf, consumer)
     program = Lister(buf, consumer)
-    result = program.batch(
-        elm, pages((["x", "y"], False), delay=0.2)
-    )  # arrives after the leftover marker is read
+    late = pages((["x", "y"], False), delay=0.2)  # arrives after the leftover marker is read
+    result = program.batch(elm, late)
     assert result == ["boom", "x", "y"]
     assert program.seen == ["boom", "x", "y"]
     assert buf.diff(consumer) == 0  # every marker, its own and the leftover, committed
