@@ -130,7 +130,7 @@ LOOP = ["init", "update", "view", "producer", "consumer"]
 
 @pytest.mark.parametrize(
     "name, params",
-    [("run", [*LOOP, "ctx", "replay"]), ("batch", [*LOOP, "fetcher", "ctx", "replay"])],
+    [("run", [*LOOP, "ctx", "replay"]), ("batch", [*LOOP, "fetcher", "ctx", "replay", "feed"])],
 )
 def test_entry_points(elm: ModuleType, name: str, params: list[str]) -> None:
     signature = inspect.signature(getattr(elm, name))

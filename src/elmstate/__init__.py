@@ -10,7 +10,7 @@ from . import typing as _typing
 from ._aggregate import aggregate
 from ._backend import compiled, core
 from ._cleaners import CleanerNotification, default_cleaner, fixed_buffer_cleaner
-from ._errors import Canceled, Closed, DeadlineExceeded, Lagged, NothingUncommitted
+from ._errors import Canceled, Closed, Conflict, DeadlineExceeded, Lagged, NothingUncommitted
 from .commands import new_command, tag
 from .stores import MemoryStore, SQLiteStore
 
@@ -32,6 +32,7 @@ __all__ = [
     "Canceled",
     "CleanerNotification",
     "Closed",
+    "Conflict",
     "Context",
     "DeadlineExceeded",
     "Lagged",

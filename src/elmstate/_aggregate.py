@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, cast
 
 from . import _validate as check
 from ._backend import core
@@ -20,6 +20,7 @@ from .typing import (
     Replay,
     Store,
     Update,
+    VersionedStore,
     View,
 )
 
@@ -45,11 +46,14 @@ def aggregate(
     *,
     ctx: Context | None = None,
     replay: Replay | None = None,
+    feed: str = "thread",
 ) -> Model:
     """Load the model at ``key``, run a batch on it, and store the result on success.
 
     Returns the stored model. On any failure nothing is stored and the error
-    propagates unchanged.
+    propagates unchanged. A versioned store is saved by compare-and-set: if
+    another writer saved ``key`` since it was loaded, :class:`~elmstate.Conflict`
+    is raised and nothing is stored.
     """
     callbacks: dict[str, Any] = {
         "init": init,
@@ -66,33 +70,58 @@ def aggregate(
     check.optional_callable_arg("replay", replay)
     check.store_arg(store)
     check.key_arg("key", key)
+    check.feed_arg(feed)
     ctx = core._context_arg(ctx)
 
-    root = _Loader(ctx, store, hydrator).load(key)
+    versioned = _versioned(store)
+    loader = _Loader(ctx, store, hydrator, versioned)
+    root = loader.load(key)
     if root is not None:
 
         def init() -> tuple[Model, Command[Msg]]:
             return root, None
 
-    model = core.batch(init, update, view, producer, consumer, fetcher, ctx=ctx, replay=replay)
+    model = core.batch(
+        init, update, view, producer, consumer, fetcher, ctx=ctx, replay=replay, feed=feed
+    )
     value = check.bytes_value(dehydrator(ctx, key, model), "dehydrator must return bytes")
-    store.store(ctx, key, value)
+    if versioned is None:
+        store.store(ctx, key, value)
+    else:
+        versioned.store_versioned(ctx, key, value, loader.version)
     return model
+
+
+def _versioned(store: Store) -> VersionedStore | None:
+    """The store, if it speaks the versioned protocol (docs/contract.md#aggregate)."""
+    if callable(getattr(store, "load_versioned", None)) and callable(
+        getattr(store, "store_versioned", None)
+    ):
+        return cast(VersionedStore, store)
+    return None
 
 
 class _Loader:
     """Loads a model and, transitively, the read-only models it asks for, each key once."""
 
-    def __init__(self, ctx: Context, store: Store, hydrator: Hydrator[Any]) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        store: Store,
+        hydrator: Hydrator[Any],
+        versioned: VersionedStore | None,
+    ) -> None:
         self.ctx = ctx
         self.store = store
         self.hydrator = hydrator
+        self.versioned = versioned  # loads the root key, with its version
+        self.version = 0  # the root key's, as loaded
         self.loaded: dict[str, Any] = {}
 
     def load(self, key: str) -> Any:
         """Depth first, as recursion would, but on a stack of our own: chains of
         references may run thousands of keys deep."""
-        root, references = self._hydrate(key)
+        root, references = self._hydrate(key, root=True)
         # Each frame: the references still to follow, and the load that receives
         # the frame's model once they all were (None for the root).
         stack: list[tuple[Iterator[Any], Load | None, Any]] = []
@@ -124,9 +153,19 @@ class _Loader:
                 stack.append((references, receive, model))
         return root
 
-    def _hydrate(self, key: str) -> tuple[Any, Iterator[Any] | None]:
-        """Load and hydrate one key: its model, and an iterator over its references."""
-        value = self.store.load(self.ctx, key)
+    def _hydrate(self, key: str, root: bool = False) -> tuple[Any, Iterator[Any] | None]:
+        """Load and hydrate one key: its model, and an iterator over its references.
+
+        Read-only models are loaded with plain ``load``: only the root is saved.
+        """
+        if root and self.versioned is not None:
+            value, self.version = check.pair(
+                "store.load_versioned",
+                self.versioned.load_versioned(self.ctx, key),
+                "(value, version)",
+            )
+        else:
+            value = self.store.load(self.ctx, key)
         if value is None:
             self.loaded[key] = None
             return None, None

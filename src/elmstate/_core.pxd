@@ -157,9 +157,12 @@ cdef class _BatchConsumer:
     cdef BufferConsumer direct  # the consumer when it is a BufferConsumer
     cdef object put
     cdef Buffer buffer  # the producer when it is a Buffer
-    cdef _End end  # this batch's marker
+    cdef _End end  # this batch's markers
+    cdef _End fetch  # feed="inline" only
+    cdef object fetcher  # feed="inline" only: None when a feeder thread puts the pages
     cdef bint drained
     cdef inline object _get(self, Context ctx)
     cdef inline object _next(self, Context ctx)
     cdef object _past_end(self, Context ctx, object marker)
+    cdef int _feed(self, Context ctx) except -1
     cdef inline int _commit(self) except -1

@@ -1020,14 +1020,15 @@ Run the program one tick at a time until an exception (or ``ctx``) ends it."""
 
 
 cdef class _End:
-    """A batch's private end-of-input marker; never reaches update.
+    """A batch's private marker; never reaches update.
 
-    Each batch makes its own: a marker that a failed batch left in the queue
+    A batch makes its own end marker and, with ``feed="inline"``, its own fetch
+    marker (another instance): a marker that a failed batch left in the queue
     belongs to no one reading it later, and is committed and skipped.
     """
 
     def __repr__(self):
-        return "<elmstate batch end>"
+        return "<elmstate batch marker>"
 
 
 class _Drained(Exception):
@@ -1035,9 +1036,10 @@ class _Drained(Exception):
 
 
 cdef class _BatchConsumer:
-    """Wraps the loop's consumer so end markers are filtered and end the batch."""
+    """Wraps the loop's consumer so markers are filtered: an end marker ends the
+    batch, a fetch marker (``feed="inline"``) fetches and puts the next page."""
 
-    def __init__(self, consumer, producer, _End end):
+    def __init__(self, consumer, producer, _End end, fetcher=None):
         self.consumer = consumer
         if type(consumer) is BufferConsumer:
             self.direct = <BufferConsumer>consumer
@@ -1045,6 +1047,9 @@ cdef class _BatchConsumer:
         if type(producer) is Buffer:
             self.buffer = <Buffer>producer
         self.end = end
+        if fetcher is not None:
+            self.fetch = _End()
+            self.fetcher = fetcher
 
     def get(self, ctx):
         return self._get(_optional_context("ctx", ctx))
@@ -1089,10 +1094,24 @@ cdef class _BatchConsumer:
                 else:
                     self.put(ctx, marker)
                 after_end = True
+            elif marker is self.fetch:
+                self._feed(ctx)  # everything ahead of it was processed
             message = self._next(ctx)
             if type(message) is not _End:
                 return message
             marker = message
+
+    cdef int _feed(self, Context ctx) except -1:
+        """Fetch one page on this thread; put it, then the marker that says what next."""
+        messages, more = check.pair("fetcher", self.fetcher(ctx), "(messages, more)")
+        marker = self.fetch if more else self.end
+        if self.buffer is not None and (type(messages) is list or type(messages) is tuple):
+            self.buffer._put_seq(ctx, messages)  # straight from the page: no copies
+            self.buffer._put_seq(ctx, (marker,))
+        else:
+            self.put(ctx, *check.messages("fetcher", messages))
+            self.put(ctx, marker)
+        return 0
 
     cdef inline int _commit(self) except -1:
         if self.direct is not None:
@@ -1122,15 +1141,19 @@ def _feed(Context ctx, fetcher, producer, _End end, list failure):
 @cython.embedsignature(False)  # as run's
 def batch(
     init=None, update=None, view=None, producer=None, consumer=None, fetcher=None,
-    *, ctx=None, replay=None,
+    *, ctx=None, replay=None, feed="thread",
 ):
-    """batch(init, update, view, producer, consumer, fetcher, *, ctx=None, replay=None)
+    """batch(init, update, view, producer, consumer, fetcher, *, ctx=None, replay=None, \
+feed='thread')
 --
 
 Run until the input is exhausted and every caused message is processed."""
     _check_run_args(init, update, view, producer, consumer, replay)
     check.callable_arg("fetcher", fetcher)
+    check.feed_arg(feed)
     cdef Context outer = _context_arg(ctx)
+    if feed == "inline":
+        return _batch_inline(init, update, view, producer, consumer, fetcher, outer, replay)
     cdef Context inner = Context(outer)
     cdef _Program program = _Program(init, update, view, producer, replay)
     cdef _End end = _End()
@@ -1155,3 +1178,17 @@ Run until the input is exhausted and every caused message is processed."""
     finally:
         inner.cancel()
         feeder.join()
+
+
+cdef object _batch_inline(init, update, view, producer, consumer, fetcher, Context ctx, replay):
+    """``feed="inline"``: the fetcher runs on this thread, behind fetch markers;
+    no thread and no context of its own (nothing runs beside the loop)."""
+    if ctx._done:
+        raise ctx._error()
+    cdef _Program program = _Program(init, update, view, producer, replay)
+    cdef _BatchConsumer wrapped = _BatchConsumer(consumer, producer, _End(), fetcher)
+    wrapped._feed(ctx)  # the first page, before the first get
+    try:
+        _loop(program, wrapped, ctx)
+    except _Drained:
+        return program.model  # the model the last view saw

@@ -930,16 +930,17 @@ def run(
 
 
 class _End:
-    """A batch's private end-of-input marker; never reaches update.
+    """A batch's private marker; never reaches update.
 
-    Each batch makes its own: a marker that a failed batch left in the queue
+    A batch makes its own end marker and, with ``feed="inline"``, its own fetch
+    marker (another instance): a marker that a failed batch left in the queue
     belongs to no one reading it later, and is committed and skipped.
     """
 
     __slots__ = ()
 
     def __repr__(self) -> str:
-        return "<elmstate batch end>"
+        return "<elmstate batch marker>"
 
 
 class _Drained(Exception):
@@ -947,14 +948,23 @@ class _Drained(Exception):
 
 
 class _BatchConsumer:
-    """Wraps the loop's consumer so end markers are filtered and end the batch."""
+    """Wraps the loop's consumer so markers are filtered: an end marker ends the
+    batch, a fetch marker (``feed="inline"``) fetches and puts the next page."""
 
-    __slots__ = ("consumer", "put", "end", "drained")
+    __slots__ = ("consumer", "put", "end", "fetch", "fetcher", "drained")
 
-    def __init__(self, consumer: Consumer, producer: Producer, end: _End) -> None:
+    def __init__(
+        self,
+        consumer: Consumer,
+        producer: Producer,
+        end: _End,
+        fetcher: Callable[[Context], tuple[Sequence[Any], bool]] | None = None,
+    ) -> None:
         self.consumer = consumer
         self.put = producer.put
-        self.end = end  # this batch's marker
+        self.end = end  # this batch's markers
+        self.fetch = _End() if fetcher is not None else None
+        self.fetcher = fetcher  # None: a feeder thread puts the pages
         self.drained = False
 
     def get(self, ctx: Context | None) -> Any:
@@ -963,8 +973,15 @@ class _BatchConsumer:
             return message
         return self._past_end(ctx, message)
 
+    def feed(self, ctx: Context) -> None:
+        """Fetch one page on this thread; put it, then the marker that says what next."""
+        fetcher = cast("Callable[[Context], Any]", self.fetcher)
+        messages, more = check.pair("fetcher", fetcher(ctx), "(messages, more)")
+        self.put(ctx, *check.messages("fetcher", messages))
+        self.put(ctx, self.fetch if more else self.end)
+
     def _past_end(self, ctx: Context | None, marker: _End) -> Any:
-        """A marker was just read: commit it, then end the batch or read on.
+        """A marker was just read: commit it, then end the batch, fetch, or read on.
 
         Another batch's marker is only committed: it says nothing about this one.
         """
@@ -982,6 +999,8 @@ class _BatchConsumer:
                     raise _Drained
                 self.put(ctx, marker)  # goes behind everything commands produced meanwhile
                 after_end = True
+            elif marker is self.fetch:
+                self.feed(cast(Context, ctx))  # everything ahead of it was processed
             message = consumer.get(ctx)
             if type(message) is not _End:
                 return message
@@ -1025,11 +1044,17 @@ def batch(
     *,
     ctx: Context | None = None,
     replay: Replay | None = None,
+    feed: str = "thread",
 ) -> Model:
     """Run until the input is exhausted and every caused message is processed."""
     _check_run_args(init, update, view, producer, consumer, replay)
     check.callable_arg("fetcher", fetcher)
+    check.feed_arg(feed)
     outer = _context_arg(ctx)
+    if feed == "inline":
+        return cast(
+            "Model", _batch_inline(init, update, view, producer, consumer, fetcher, outer, replay)
+        )
     inner = Context(outer)
     program = _Program(init, update, view, producer, replay)
     end = _End()
@@ -1054,3 +1079,26 @@ def batch(
     finally:
         inner.cancel()
         feeder.join()
+
+
+def _batch_inline(
+    init: Any,
+    update: Any,
+    view: Any,
+    producer: Producer,
+    consumer: Consumer,
+    fetcher: Any,
+    ctx: Context,
+    replay: Any,
+) -> Any:
+    """``feed="inline"``: the fetcher runs on this thread, behind fetch markers;
+    no thread and no context of its own (nothing runs beside the loop)."""
+    if ctx._done:
+        raise ctx._error()
+    program = _Program(init, update, view, producer, replay)
+    wrapped = _BatchConsumer(consumer, producer, _End(), fetcher)
+    wrapped.feed(ctx)  # the first page, before the first get
+    try:
+        _loop(program, wrapped, ctx)
+    except _Drained:
+        return program.model  # the model the last view saw

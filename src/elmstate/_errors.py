@@ -25,3 +25,25 @@ class Lagged(LookupError):
 
 class NothingUncommitted(RuntimeError):
     """``commit()`` or ``rollback()`` was called with no uncommitted reads."""
+
+
+class Conflict(Exception):
+    """A versioned save found another version than the one it was based on.
+
+    Raised by ``store_versioned`` (and so by :func:`~elmstate.aggregate` on a
+    versioned store) when another writer saved ``key`` since it was loaded:
+    ``expected`` is the version the save was based on, ``actual`` the version
+    found. Nothing was stored; load again and redo the work to retry.
+    """
+
+    def __init__(self, key: str, expected: int, actual: int) -> None:
+        super().__init__(key, expected, actual)
+        self.key = key
+        self.expected = expected
+        self.actual = actual
+
+    def __str__(self) -> str:
+        return (
+            f"conflict on key {self.key!r}: the save expected version {self.expected}, "
+            f"the store has version {self.actual}"
+        )

@@ -111,3 +111,12 @@ def messages(name: str, value: Any) -> tuple[Any, ...]:
     if isinstance(value, TEXT) or not hasattr(value, "__iter__"):
         raise TypeError(f"{name} must return an iterable of messages, got {type(value).__name__}")
     return tuple(value)
+
+
+FEEDS = ("thread", "inline")
+
+
+def feed_arg(feed: Any) -> None:
+    """batch/aggregate's ``feed``: where the fetcher runs (docs/contract.md#batch)."""
+    if not (type(feed) is str and feed in FEEDS):
+        raise ValueError(f"feed must be 'thread' or 'inline', got {feed!r:.100}")

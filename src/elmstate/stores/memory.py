@@ -6,30 +6,69 @@ import threading
 from typing import Any
 
 from .. import _validate as check
-from ._keys import key_value
+from .._errors import Conflict
+from ._keys import key_value, version_arg
 
 
 class MemoryStore:
-    """A thread-safe in-memory key-value store of bytes."""
+    """A thread-safe in-memory key-value store of bytes, with a version per key."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._data: dict[str, bytes] = {}
+        self._data: dict[str, tuple[bytes, int]] | None = {}
 
     def load(self, ctx: Any, key: str) -> bytes | None:
         """The value at ``key``, or ``None`` when absent."""
-        check.key_arg("key", key)
-        with self._lock:
-            return self._data.get(key)
+        return self.load_versioned(ctx, key)[0]
 
     def store(self, ctx: Any, key: str, value: bytes) -> None:
-        """Set ``key`` to ``value``."""
+        """Set ``key`` to ``value`` (last writer wins); bumps its version."""
         value = key_value(key, value)
         with self._lock:
-            self._data[key] = value
+            data = self._open()
+            data[key] = (value, data.get(key, (b"", 0))[1] + 1)
+
+    def load_versioned(self, ctx: Any, key: str) -> tuple[bytes | None, int]:
+        """The value at ``key`` and its version: ``(None, 0)`` when absent."""
+        check.key_arg("key", key)
+        with self._lock:
+            return self._open().get(key, (None, 0))
+
+    def store_versioned(self, ctx: Any, key: str, value: bytes, version: int) -> int:
+        """Set ``key`` to ``value`` if its version is still ``version``; returns the new one.
+
+        Raises :class:`~elmstate.Conflict`, storing nothing, if it is not.
+        """
+        value = key_value(key, value)
+        version = version_arg(version)
+        with self._lock:
+            data = self._open()
+            actual = data.get(key, (b"", 0))[1]
+            if actual != version:
+                raise Conflict(key, version, actual)
+            data[key] = (value, version + 1)
+        return version + 1
+
+    def close(self) -> None:
+        """Drop every value; idempotent. Later calls raise ``ValueError``."""
+        with self._lock:
+            self._data = None
+
+    def __enter__(self) -> MemoryStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def __len__(self) -> int:
-        return len(self._data)
+        with self._lock:
+            return len(self._open())
 
     def __contains__(self, key: object) -> bool:
-        return key in self._data
+        with self._lock:
+            return key in self._open()
+
+    def _open(self) -> dict[str, tuple[bytes, int]]:
+        if self._data is None:
+            raise ValueError("the MemoryStore is closed")
+        return self._data

@@ -8,11 +8,26 @@ import threading
 from typing import Any
 
 from .. import _validate as check
-from ._keys import key_value
+from .._errors import Conflict
+from ._keys import key_value, version_arg
 
+_TABLE = "elmstate_snapshots"
 _SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS elmstate_snapshots (key TEXT PRIMARY KEY, value BLOB NOT NULL)"
+    f"CREATE TABLE IF NOT EXISTS {_TABLE} "
+    "(key TEXT PRIMARY KEY, value BLOB NOT NULL, version INTEGER NOT NULL DEFAULT 1)"
 )
+# Each write is one statement, so SQLite's own write lock makes it atomic across
+# threads and processes: no read-then-write window for another writer to slip into.
+_STORE = (
+    f"INSERT INTO {_TABLE} (key, value, version) VALUES (?, ?, 1) "
+    "ON CONFLICT(key) DO UPDATE SET value = excluded.value, version = version + 1"
+)
+_INSERT_NEW = (
+    f"INSERT INTO {_TABLE} (key, value, version) VALUES (?, ?, 1) ON CONFLICT(key) DO NOTHING"
+)
+_UPDATE_IF = f"UPDATE {_TABLE} SET value = ?, version = version + 1 WHERE key = ? AND version = ?"
+_LOAD = f"SELECT value, version FROM {_TABLE} WHERE key = ?"
+_VERSION = f"SELECT version FROM {_TABLE} WHERE key = ?"
 
 
 class SQLiteStore:
@@ -21,42 +36,65 @@ class SQLiteStore:
     One connection serves every thread, behind a lock: SQLite serialises writers
     anyway, and a single connection keeps ``store`` durable on return (each call
     is its own transaction). Several processes may share the file (WAL mode).
+    ``durable=True`` (the default) syncs every write (``synchronous=FULL``), so a
+    returned ``store`` also survives an operating-system crash or power loss;
+    ``durable=False`` (``synchronous=NORMAL``) survives a crash of the process only.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, durable: bool = True) -> None:
         if not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+        if not isinstance(durable, bool):
+            raise TypeError(f"durable must be a bool, got {type(durable).__name__}")
         self._lock = threading.Lock()
-        self._conn: sqlite3.Connection | None = sqlite3.connect(
-            path, check_same_thread=False, isolation_level=None, timeout=30.0
-        )
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.execute(_SCHEMA)
+        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30.0)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+            _create_or_upgrade(conn)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn: sqlite3.Connection | None = conn
 
     def load(self, ctx: Any, key: str) -> bytes | None:
         """The value at ``key``, or ``None`` when absent."""
-        check.key_arg("key", key)
-        with self._lock:
-            row = (
-                self._connection()
-                .execute("SELECT value FROM elmstate_snapshots WHERE key = ?", (key,))
-                .fetchone()
-            )
-        return None if row is None else bytes(row[0])
+        return self.load_versioned(ctx, key)[0]
 
     def store(self, ctx: Any, key: str, value: bytes) -> None:
-        """Set ``key`` to ``value``, durably, in one transaction."""
+        """Set ``key`` to ``value`` (last writer wins), durably, in one transaction;
+        bumps its version."""
         value = key_value(key, value)
         with self._lock:
-            self._connection().execute(
-                "INSERT INTO elmstate_snapshots (key, value) VALUES (?, ?) "
-                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                (key, value),
-            )
+            self._connection().execute(_STORE, (key, value))
+
+    def load_versioned(self, ctx: Any, key: str) -> tuple[bytes | None, int]:
+        """The value at ``key`` and its version: ``(None, 0)`` when absent."""
+        check.key_arg("key", key)
+        with self._lock:
+            row = self._connection().execute(_LOAD, (key,)).fetchone()
+        return (None, 0) if row is None else (bytes(row[0]), row[1])
+
+    def store_versioned(self, ctx: Any, key: str, value: bytes, version: int) -> int:
+        """Set ``key`` to ``value`` if its version is still ``version``; returns the new one.
+
+        Raises :class:`~elmstate.Conflict`, storing nothing, if it is not.
+        """
+        value = key_value(key, value)
+        version = version_arg(version)
+        with self._lock:
+            conn = self._connection()
+            if version == 0:
+                written = conn.execute(_INSERT_NEW, (key, value)).rowcount
+            else:
+                written = conn.execute(_UPDATE_IF, (value, key, version)).rowcount
+            if written == 1:
+                return version + 1
+            row = conn.execute(_VERSION, (key,)).fetchone()
+        raise Conflict(key, version, 0 if row is None else row[0])
 
     def close(self) -> None:
-        """Close the connection; idempotent. Later loads and stores raise ``ValueError``."""
+        """Close the connection; idempotent. Later calls raise ``ValueError``."""
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
@@ -72,3 +110,19 @@ class SQLiteStore:
         if self._conn is None:
             raise ValueError("the SQLiteStore is closed")
         return self._conn
+
+
+def _create_or_upgrade(conn: sqlite3.Connection) -> None:
+    """Create the table, or give one written by elmstate 0.1 its version column
+    (each present key starts at version 1). One write transaction, so two
+    processes opening an old file at once cannot both alter it."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(_SCHEMA)
+        columns = {row[1] for row in conn.execute(f"PRAGMA table_info({_TABLE})")}
+        if "version" not in columns:
+            conn.execute(f"ALTER TABLE {_TABLE} ADD COLUMN version INTEGER NOT NULL DEFAULT 1")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
