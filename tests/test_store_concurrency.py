@@ -66,11 +66,11 @@ SERVER_KINDS: tuple[str, ...] = getattr(_stores, "SERVER_KINDS", ())
 # timer's) whose held locks a fork would copy. They fork from a forkserver, a
 # fresh interpreter that imported elmstate, the store clients and pytest once:
 # a child then starts in milliseconds, not the few hundred a spawned
-# interpreter takes (the kill test starts 20 per store kind). The forkserver
-# gets this session's sys.path only from Python 3.12 on, so on older ones
-# tests/_concurrency.py itself is imported in each child (it is small); a
-# preloaded module that fails to import is skipped. Where there is no
-# forkserver (Windows), children are spawned.
+# interpreter takes (the kill test starts 20 per store kind). Before Python
+# 3.12.8 and 3.13.1 the forkserver ignores the sys.path it is given
+# (python/cpython#117378), so there tests/_concurrency.py itself is imported in
+# each child (it is small); a preloaded module that fails to import is skipped.
+# Where there is no forkserver (Windows), children are spawned.
 if "forkserver" in multiprocessing.get_all_start_methods():
     MP: Any = multiprocessing.get_context("forkserver")
     # No effect if this session's forkserver already runs: then it is only slower.
