@@ -262,7 +262,7 @@ class Postgres(Backend):
         self.conninfo = conninfo
         self.table = f"{NAMESPACE}_snapshots"
         self.schema = NAMESPACE  # eventsourcing's tables, types and functions
-        self.info: Any = None
+        self.info: dict[str, str] | None = None  # the server's, once reached
 
     def unavailable(self) -> str | None:
         try:
@@ -272,7 +272,14 @@ class Postgres(Backend):
             return f"{e} (pip install '.[bench]', or elmstate[postgres])"
         try:
             with psycopg.connect(self.conninfo, connect_timeout=5, autocommit=True) as conn:
-                self.info = conn.info
+                i = conn.info
+                self.info = {
+                    "POSTGRES_DBNAME": i.dbname,
+                    "POSTGRES_HOST": i.host,
+                    "POSTGRES_PORT": str(i.port),
+                    "POSTGRES_USER": i.user,
+                    "POSTGRES_PASSWORD": i.password or "",
+                }
                 conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
         except psycopg.Error as e:
             return f"no PostgreSQL at {self.conninfo!r}: {str(e).strip()}"
@@ -284,13 +291,11 @@ class Postgres(Backend):
             yield store
 
     def peer_env(self, where: Path) -> dict[str, str] | None:
+        if self.info is None:
+            return None
         return {
             "PERSISTENCE_MODULE": "eventsourcing.postgres",
-            "POSTGRES_DBNAME": self.info.dbname,
-            "POSTGRES_HOST": self.info.host,
-            "POSTGRES_PORT": str(self.info.port),
-            "POSTGRES_USER": self.info.user,
-            "POSTGRES_PASSWORD": self.info.password or "",
+            **self.info,
             "POSTGRES_SCHEMA": self.schema,
         }
 
