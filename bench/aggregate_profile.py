@@ -37,6 +37,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 CORES = ("compiled", "pure")
@@ -92,9 +93,75 @@ def child(arm: str, mode: str, keys: int, core: str, top: int = 25) -> None:
                     f"| {tt / total * 100:.1f}% | {ct / keys * 1e6:.2f} |"
                 )
             print(f"\nall own time: {total / keys * 1e6:.2f} µs per aggregate under cProfile")
-        if mode != "setup":
+        elif mode == "split":
+            split(mine, keys)
+        if mode not in ("setup", "split"):
             mine.check([names[0], names[-1]])
         mine.close()
+
+
+def repeat(fn: Any, times: int) -> None:
+    for _ in range(times):
+        fn()
+
+
+def split(mine: Any, keys: int) -> None:
+    """Wall time per aggregate of the parts, by difference (best of 7 runs over ``keys``)."""
+    import time
+
+    from workload import aggregate_update, hydrator, view
+
+    import elmstate
+
+    model = hydrator(None, "", mine.store.load(None, "warm-up"))[0]
+    page = mine.page
+
+    def init() -> Any:
+        return model, None
+
+    def fold() -> None:
+        m = model
+        view(m)
+        for msg in page:
+            t = aggregate_update(msg)
+            m, cmd = t(m)
+            view(m)
+
+    def batch() -> None:
+        elmstate.batch(
+            init, aggregate_update, view, mine.buf, mine.consumer, mine.fetcher, feed="inline"
+        )
+
+    inline, hand = mine.aggregate("inline"), mine.by_hand
+    sets = {name: [f"{name}-{i}" for i in range(keys)] for name in ("inline", "hand")}
+    for names in sets.values():
+        mine.seed(names)
+    best: dict[str, float] = {}
+    for _ in range(7):
+        for name, fn in (
+            ("inline", lambda: inline(sets["inline"])),
+            ("hand", lambda: hand(sets["hand"])),
+            ("fold", lambda: repeat(fold, keys)),
+            ("batch", lambda: repeat(batch, keys)),
+        ):
+            t = time.perf_counter()
+            fn()
+            t = (time.perf_counter() - t) / keys * 1e6
+            best[name] = min(best.get(name, t), t)
+    a, h, f, b = best["inline"], best["hand"], best["fold"], best["batch"]
+    print("| part | µs per aggregate |")
+    print("|---|--:|")
+    print(f"| aggregate(feed='inline'), whole | {a:.2f} |")
+    print(f"| by hand, whole | {h:.2f} |")
+    print(f"| overhead (inline - by hand) | {a - h:+.2f} |")
+    print(
+        f"| of which batch(feed='inline') over the same fold by hand ({b:.2f} - {f:.2f}) "
+        f"| {b - f:+.2f} |"
+    )
+    print(
+        "| of which aggregate's own (load/save wrapper, checks, loader): the rest "
+        f"| {a - h - b + f:+.2f} |"
+    )
 
 
 def callgrind(arm: str, mode: str, keys: int, core: str, out: Path) -> Path:
@@ -142,6 +209,9 @@ def functions(f: Path) -> dict[str, int]:
         m = re.match(r"\s*([\d,]+) \(\s*[\d.]+%\)\s+(\S.*)$", line)
         if m and "PROGRAM TOTALS" not in line:
             name = re.sub(r"\s+\[[^\]]*\]$", "", m.group(2))  # drop the object file
+            # one name per function: no source directory, no recursion depth ('2: the
+            # interpreter re-entered from C, as when the compiled loop calls update)
+            name = re.sub(r"'\d+$", "", name.rsplit("/", 1)[-1])
             out[name] = out.get(name, 0) + int(m.group(1).replace(",", ""))
     return out
 
@@ -152,6 +222,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--top", type=int, default=0, help="list the N functions of the difference")
     parser.add_argument("--cores", default="compiled,pure", help="which cores, comma-separated")
     parser.add_argument("--cprofile", action="store_true", help="cProfile instead of callgrind")
+    parser.add_argument(
+        "--split", action="store_true", help="wall time of the overhead's parts, instead"
+    )
     parser.add_argument("--keep", type=Path, help="keep callgrind's output files here")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -170,6 +243,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             top = ["--top", str(args.top or 25)]
             cmd = [*script, "inline", "profile", str(args.keys), core, *top]
             subprocess.run(cmd, env=env(core), check=True)
+        return 0
+    if args.split:
+        for core in cores:
+            print(f"\n## aggregate(feed='inline') by parts, MemoryStore, {core} core\n")
+            sys.stdout.flush()
+            subprocess.run(
+                [*script, "inline", "split", str(args.keys), core], env=env(core), check=True
+            )
         return 0
     if shutil.which("valgrind") is None:
         parser.error("valgrind is not on the PATH (apt-get install valgrind)")
