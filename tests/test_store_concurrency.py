@@ -1,6 +1,7 @@
 """Concurrency proofs for the versioned stores: tests that fail if the
-compare-and-set is wrong (docs/contract.md#storing-the-model,
-docs/contract.md#stores).
+compare-and-set is wrong (docs/contract.md#versioned-stores,
+docs/contract.md#storing-the-model, docs/stores.md#conflicts-and-retrying,
+docs/contract.md#bundled-stores).
 
 - Threads, then processes, increment one key through ``aggregate`` with a
   retry loop on ``Conflict``: not one increment may be lost, and the race must
