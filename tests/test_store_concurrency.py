@@ -82,6 +82,22 @@ else:
     MP = multiprocessing.get_context("spawn")
 
 
+Say = Callable[[str], None]
+
+
+@pytest.fixture
+def say(request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str]) -> Say:
+    """Shows a test's figures (conflicts seen, kills that landed mid-save) beside
+    its name under ``pytest -v``."""
+
+    def say(text: str) -> None:
+        if request.config.getoption("verbose") > 0:
+            with capsys.disabled():
+                print(f"({text})", end=" ")
+
+    return say
+
+
 def meetings(per_worker: int) -> tuple[int, ...]:
     """The increments at which every worker meets the others before saving (the
     first, through the insert of an absent key, and one halfway, through the
@@ -124,49 +140,44 @@ def stored_count(store: Any) -> tuple[int, int]:
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_threads_lose_no_increment(
-    kind: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_threads_lose_no_increment(kind: str, tmp_path: Path, say: Say) -> None:
     """8 threads x 250 increments through aggregate (feed="inline") with a retry
     loop on Conflict: the count is exactly 2,000, one version per save, and
     saves did conflict."""
-    assert_threads_lose_no_increment(elmstate, kind, "inline", tmp_path, capsys)
+    assert_threads_lose_no_increment(elmstate, kind, "inline", tmp_path, say)
 
 
 @pytest.mark.parametrize("kind", FEEDER_KINDS)
 def test_threads_lose_no_increment_with_a_feeder_thread(
-    kind: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    kind: str, tmp_path: Path, say: Say
 ) -> None:
     """The same with feed="thread": a feeder thread per aggregate."""
-    assert_threads_lose_no_increment(elmstate, kind, "thread", tmp_path, capsys)
+    assert_threads_lose_no_increment(elmstate, kind, "thread", tmp_path, say)
 
 
 @pytest.mark.parametrize("feed", EACH_CORE_FEEDS)
 @pytest.mark.parametrize("kind", EACH_CORE_KINDS)
 def test_threads_lose_no_increment_on_either_core(
-    elm: ModuleType, kind: str, feed: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    elm: ModuleType, kind: str, feed: str, tmp_path: Path, say: Say
 ) -> None:
     """The same on the compiled and on the pure core."""
-    assert_threads_lose_no_increment(elm, kind, feed, tmp_path, capsys)
+    assert_threads_lose_no_increment(elm, kind, feed, tmp_path, say)
 
 
 def assert_threads_lose_no_increment(
-    elm: ModuleType, kind: str, feed: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    elm: ModuleType, kind: str, feed: str, tmp_path: Path, say: Say
 ) -> None:
     with open_store(kind, tmp_path) as store:
         conflicts, successes, elapsed = count_with_threads(elm, store, feed)
         assert stored_count(store) == (TOTAL, TOTAL)
     assert successes == TOTAL
     assert conflicts >= len(meetings(PER_THREAD)) * (THREADS - 1)
-    with capsys.disabled():
-        print(
-            f"\n[{kind}, {feed}, {'compiled' if elm.compiled else 'pure'}] "
-            f"{conflicts} conflicts in {elapsed} ms",
-            end=" ",
-        )
+    say(f"{conflicts} conflicts in {elapsed} ms")
 
 
-def test_a_last_writer_wins_store_loses_increments(elm: ModuleType, tmp_path: Path) -> None:
+def test_a_last_writer_wins_store_loses_increments(
+    elm: ModuleType, tmp_path: Path, say: Say
+) -> None:
     """The negative control: the same harness over a store whose store_versioned
     ignores the version sees no conflict and a count short of 2,000 (each
     meeting alone loses 7 increments)."""
@@ -175,6 +186,7 @@ def test_a_last_writer_wins_store_loses_increments(elm: ModuleType, tmp_path: Pa
         count, version = stored_count(store)
     assert (conflicts, successes, version) == (0, TOTAL, TOTAL)
     assert count <= TOTAL - len(meetings(PER_THREAD)) * (THREADS - 1)
+    say(f"a count of {count}: {TOTAL - count} increments lost")
 
 
 def count_with_processes(
@@ -214,9 +226,7 @@ def count_with_processes(
 
 
 @pytest.mark.parametrize("kind", SHARED_KINDS)
-def test_processes_lose_no_increment(
-    kind: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_processes_lose_no_increment(kind: str, tmp_path: Path, say: Say) -> None:
     """4 processes x 500 increments through aggregate on one shared store, each
     with its own connection: exactly 2,000, and saves did conflict."""
     with open_store(kind, tmp_path) as store:
@@ -224,8 +234,7 @@ def test_processes_lose_no_increment(
         assert stored_count(store) == (TOTAL, TOTAL)
     assert successes == TOTAL
     assert conflicts >= len(meetings(PER_PROCESS)) * (PROCESSES - 1)
-    with capsys.disabled():
-        print(f"\n[{kind}, processes] {conflicts} conflicts in {elapsed} ms", end=" ")
+    say(f"{conflicts} conflicts in {elapsed} ms")
 
 
 def test_the_snapshot_check_detects_torn_values() -> None:
@@ -300,7 +309,7 @@ def settle(kind: str, where: Path) -> None:
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
 @pytest.mark.parametrize("kind", SHARED_KINDS)
 def test_kill_9_mid_save_leaves_an_old_or_a_new_snapshot(
-    kind: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    kind: str, tmp_path: Path, say: Say
 ) -> None:
     """20 times (100 under stress): a child saves 1-4 MB self-checking snapshots in a loop (by
     store_versioned, or through aggregate, in turn) and is SIGKILLed at a random
@@ -332,10 +341,7 @@ def test_kill_9_mid_save_leaves_an_old_or_a_new_snapshot(
     # Nearly every kill lands inside a save; the test would prove nothing if
     # they all landed between saves.
     assert mid_save >= KILLS // 2, f"only {mid_save} of {KILLS} kills landed mid-save"
-    with capsys.disabled():
-        print(
-            f"\n[{kind}, kill -9] {mid_save}/{KILLS} mid-save, "
-            f"{in_flight_stored} of them stored the save in flight, "
-            f"{last_version} versions in all",
-            end=" ",
-        )
+    say(
+        f"{mid_save}/{KILLS} kills mid-save, {in_flight_stored} of them after the save "
+        f"in flight was stored; {last_version} versions"
+    )
