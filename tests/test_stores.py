@@ -74,7 +74,7 @@ def test_absent_key(store: Any) -> None:
 
 
 def test_empty_value_is_present(store: Any) -> None:
-    """b"" is a present, empty value, not an absent key (docs/stores.md#stores)."""
+    """b"" is a present, empty value, not an absent key (docs/contract.md#stores)."""
     store.store(None, "empty", b"")
     assert store.load(None, "empty") == b""
     assert store.load_versioned(None, "empty") == (b"", 1)
@@ -182,6 +182,7 @@ def test_negative_version(store: Any) -> None:
 
 
 def test_closed_store(tmp_path: Path, store: Any) -> None:
+    """Every method of a closed store raises ValueError (docs/stores.md#closing-a-store)."""
     store.store(None, "k", b"v")
     store.close()
     store.close()  # idempotent
@@ -507,7 +508,8 @@ def test_redis_lost_reply_without_retries(tmp_path: Path) -> None:
 
 
 def test_postgres_pool_is_the_callers(tmp_path: Path) -> None:
-    """A pool passed in serves every call and is never closed by the store."""
+    """A pool passed in serves every call and is never closed by the store
+    (docs/stores.md#postgresstore)."""
     require("postgres")
     from psycopg_pool import ConnectionPool
 
@@ -692,7 +694,8 @@ def _shown(exc: BaseException) -> str:
 def test_postgres_password_not_shown(
     conninfo: str, caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
-    """A password in the conninfo appears in no error, repr or log record."""
+    """A password in the conninfo appears in no error, repr or log record
+    (docs/stores.md#passwords)."""
     import psycopg
 
     from elmstate.stores.postgres import PostgresStore
