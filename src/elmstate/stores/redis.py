@@ -147,6 +147,8 @@ class RedisStore:
             self._closed = True
             if self._owned:
                 self._client.close()
+                # The pool is ours too, and redis-py 5.0's close() leaves it connected.
+                self._client.connection_pool.disconnect()
 
     def __enter__(self) -> RedisStore:
         return self
