@@ -51,6 +51,12 @@ def elm_command(messages):
     return [lambda m=m: m for m in messages]
 
 
+@pytest.fixture(params=["thread", "inline"])
+def feed(request):
+    """Where the fetcher runs: the rules of these tests hold for both."""
+    return request.param
+
+
 def run_batch(elm, fetcher, program=None, **kwargs):
     program = program if program is not None else Summer()
     buf, consumer = buffer_pair(elm)
@@ -59,14 +65,14 @@ def run_batch(elm, fetcher, program=None, **kwargs):
     return result, program
 
 
-def test_returns_last_model(elm):
-    result, program = run_batch(elm, pages(([1, 2, 3], False)))
+def test_returns_last_model(elm, feed):
+    result, program = run_batch(elm, pages(([1, 2, 3], False)), feed=feed)
     assert result == 6
     assert program.views == [0, 1, 3, 6]
     assert program.updates == [1, 2, 3]
 
 
-def test_returns_the_model_object_the_last_view_saw(elm):
+def test_returns_the_model_object_the_last_view_saw(elm, feed):
     buf, consumer = buffer_pair(elm)
     seen: list = []
 
@@ -74,20 +80,26 @@ def test_returns_the_model_object_the_last_view_saw(elm):
         return lambda model: ([*model, message], None)
 
     result = elm.batch(
-        lambda: ([], None), update, seen.append, buf, consumer, pages((["a", "b"], False))
+        lambda: ([], None),
+        update,
+        seen.append,
+        buf,
+        consumer,
+        pages((["a", "b"], False)),
+        feed=feed,
     )
     assert result == ["a", "b"]
     assert result is seen[-1]
 
 
-def test_empty_input_returns_init_model(elm):
-    result, program = run_batch(elm, pages(([], False)))
+def test_empty_input_returns_init_model(elm, feed):
+    result, program = run_batch(elm, pages(([], False)), feed=feed)
     assert result == 0
     assert program.views == [0]
     assert program.updates == []
 
 
-def test_init_commands_processed_before_return(elm):
+def test_init_commands_processed_before_return(elm, feed):
     buf, consumer = buffer_pair(elm)
     program = Summer()
     result = elm.batch(
@@ -98,47 +110,50 @@ def test_init_commands_processed_before_return(elm):
         consumer,
         pages(([], False)),
         ctx=elm.Context(timeout=5),
+        feed=feed,
     )
     assert result == 30
     assert sorted(program.updates) == [10, 20]
 
 
-def test_drains_command_chains_several_levels_deep(elm):
+def test_drains_command_chains_several_levels_deep(elm, feed):
     # 1 -> (2, 3); 2 -> (4,); 3 -> (5, 6); 4 -> (7,); 7 -> (8,): five levels from 1
     children = {1: (2, 3), 2: (4,), 3: (5, 6), 4: (7,), 7: (8,), 100: (101,)}
-    result, program = run_batch(elm, pages(([1], True), ([100], False)), program=Summer(children))
+    result, program = run_batch(
+        elm, pages(([1], True), ([100], False)), program=Summer(children), feed=feed
+    )
     expected = [1, 2, 3, 4, 5, 6, 7, 8, 100, 101]
     assert sorted(program.updates) == expected
     assert result == sum(expected)
     assert program.views[-1] == result
 
 
-def test_drains_a_long_self_feeding_chain(elm):
+def test_drains_a_long_self_feeding_chain(elm, feed):
     # each message n > 0 produces n - 1: the queue refills on every tick
     children = {n: (n - 1,) for n in range(1, 200)}
-    result, program = run_batch(elm, pages(([199], False)), program=Summer(children))
+    result, program = run_batch(elm, pages(([199], False)), program=Summer(children), feed=feed)
     assert program.updates == list(range(199, -1, -1))
     assert result == sum(range(200))
 
 
-def test_end_marker_never_reaches_update_or_view(elm):
-    result, program = run_batch(elm, pages(([1], True), ([], True), ([2], False)))
+def test_end_marker_never_reaches_update_or_view(elm, feed):
+    result, program = run_batch(elm, pages(([1], True), ([], True), ([2], False)), feed=feed)
     assert program.updates == [1, 2]
     assert program.views == [0, 1, 3]
     assert result == 3
 
 
-def test_fetcher_called_until_more_false(elm):
+def test_fetcher_called_until_more_false(elm, feed):
     fetcher = pages(([1, 2], True), ([3], True), ([], True), ((4, 5), False), ([99], True))
-    result, program = run_batch(elm, fetcher)
+    result, program = run_batch(elm, fetcher, feed=feed)
     assert len(fetcher.calls) == 4
     assert program.updates == [1, 2, 3, 4, 5]
     assert result == 15
 
 
-def test_fetcher_gets_a_context(elm):
+def test_fetcher_gets_a_context(elm, feed):
     fetcher = pages(([1], True), ([2], False))
-    run_batch(elm, fetcher, ctx=None)
+    run_batch(elm, fetcher, ctx=None, feed=feed)
     assert len(fetcher.calls) == 2
     assert all(isinstance(ctx, elm.Context) for ctx in fetcher.calls)
 
@@ -157,26 +172,26 @@ def test_fetcher_gets_a_context(elm):
     ],
     ids=["None", "empty tuple", "empty list", "tuple", "list", "iterator", "generator", "range"],
 )
-def test_fetcher_message_shapes(elm, make, expected):
-    result, program = run_batch(elm, pages((make(), False)))
+def test_fetcher_message_shapes(elm, feed, make, expected):
+    result, program = run_batch(elm, pages((make(), False)), feed=feed)
     assert program.updates == expected
     assert result == sum(expected)
 
 
-def test_fetcher_pair_may_be_a_list(elm):
-    result, program = run_batch(elm, pages([[1, 2], True], [[3], False]))
+def test_fetcher_pair_may_be_a_list(elm, feed):
+    result, program = run_batch(elm, pages([[1, 2], True], [[3], False]), feed=feed)
     assert program.updates == [1, 2, 3]
 
 
-def test_none_messages_skip_update(elm):
-    result, program = run_batch(elm, pages(([None, 1, None], False)))
+def test_none_messages_skip_update(elm, feed):
+    result, program = run_batch(elm, pages(([None, 1, None], False)), feed=feed)
     assert program.updates == [1]
     assert program.views == [0, 0, 1, 1]
 
 
-def test_replay_skips_commands_in_batch(elm):
+def test_replay_skips_commands_in_batch(elm, feed):
     result, program = run_batch(
-        elm, pages(([1], False)), program=Summer({1: (2,)}), replay=lambda: True
+        elm, pages(([1], False)), program=Summer({1: (2,)}), replay=lambda: True, feed=feed
     )
     assert program.updates == [1]
     assert result == 1

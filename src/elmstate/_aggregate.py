@@ -55,21 +55,17 @@ def aggregate(
     another writer saved ``key`` since it was loaded, :class:`~elmstate.Conflict`
     is raised and nothing is stored.
     """
-    callbacks: dict[str, Any] = {
-        "init": init,
-        "update": update,
-        "view": view,
-        "fetcher": fetcher,
-        "hydrator": hydrator,
-        "dehydrator": dehydrator,
-    }
-    for name, callback in callbacks.items():
-        check.callable_arg(name, callback)
+    check.callable_arg("init", init)
+    check.callable_arg("update", update)
+    check.callable_arg("view", view)
     check.producer_arg(producer)
     check.consumer_arg(consumer)
-    check.optional_callable_arg("replay", replay)
+    check.callable_arg("fetcher", fetcher)
     check.store_arg(store)
+    check.callable_arg("hydrator", hydrator)
+    check.callable_arg("dehydrator", dehydrator)
     check.key_arg("key", key)
+    check.optional_callable_arg("replay", replay)
     check.feed_arg(feed)
     ctx = core._context_arg(ctx)
 
@@ -81,9 +77,8 @@ def aggregate(
         def init() -> tuple[Model, Command[Msg]]:
             return root, None
 
-    model = core.batch(
-        init, update, view, producer, consumer, fetcher, ctx=ctx, replay=replay, feed=feed
-    )
+    # batch past its checks, made above
+    model: Model = core._batch(init, update, view, producer, consumer, fetcher, ctx, replay, feed)
     value = check.bytes_value(dehydrator(ctx, key, model), "dehydrator must return bytes")
     if versioned is None:
         store.store(ctx, key, value)
@@ -94,6 +89,8 @@ def aggregate(
 
 def _versioned(store: Store) -> VersionedStore | None:
     """The store, if it speaks the versioned protocol (docs/contract.md#aggregate)."""
+    if type(store) in check.STORES:  # the bundled stores: every one is versioned
+        return cast(VersionedStore, store)
     if callable(getattr(store, "load_versioned", None)) and callable(
         getattr(store, "store_versioned", None)
     ):

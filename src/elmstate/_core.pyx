@@ -1151,7 +1151,11 @@ Run until the input is exhausted and every caused message is processed."""
     _check_run_args(init, update, view, producer, consumer, replay)
     check.callable_arg("fetcher", fetcher)
     check.feed_arg(feed)
-    cdef Context outer = _context_arg(ctx)
+    return _batch(init, update, view, producer, consumer, fetcher, _context_arg(ctx), replay, feed)
+
+
+def _batch(init, update, view, producer, consumer, fetcher, Context outer, replay, feed):
+    """batch past its checks: aggregate, which made them already, calls this."""
     if feed == "inline":
         return _batch_inline(init, update, view, producer, consumer, fetcher, outer, replay)
     cdef Context inner = Context(outer)
@@ -1192,3 +1196,7 @@ cdef object _batch_inline(init, update, view, producer, consumer, fetcher, Conte
         _loop(program, wrapped, ctx)
     except _Drained:
         return program.model  # the model the last view saw
+
+
+check.PRODUCERS.add(Buffer)
+check.CONSUMERS.add(BufferConsumer)

@@ -1050,11 +1050,26 @@ def batch(
     _check_run_args(init, update, view, producer, consumer, replay)
     check.callable_arg("fetcher", fetcher)
     check.feed_arg(feed)
-    outer = _context_arg(ctx)
+    return cast(
+        "Model",
+        _batch(init, update, view, producer, consumer, fetcher, _context_arg(ctx), replay, feed),
+    )
+
+
+def _batch(
+    init: Any,
+    update: Any,
+    view: Any,
+    producer: Producer,
+    consumer: Consumer,
+    fetcher: Any,
+    outer: Context,
+    replay: Any,
+    feed: str,
+) -> Any:
+    """batch past its checks: aggregate, which made them already, calls this."""
     if feed == "inline":
-        return cast(
-            "Model", _batch_inline(init, update, view, producer, consumer, fetcher, outer, replay)
-        )
+        return _batch_inline(init, update, view, producer, consumer, fetcher, outer, replay)
     inner = Context(outer)
     program = _Program(init, update, view, producer, replay)
     end = _End()
@@ -1066,7 +1081,7 @@ def batch(
     try:
         _loop(program, _BatchConsumer(consumer, producer, end), inner)
     except _Drained:
-        return cast("Model", program.model)  # the model the last view saw
+        return program.model  # the model the last view saw
     except BaseException as exc:
         if not (inner._done and isinstance(exc, Canceled)):
             raise  # the loop's own error wins
@@ -1102,3 +1117,7 @@ def _batch_inline(
         _loop(program, wrapped, ctx)
     except _Drained:
         return program.model  # the model the last view saw
+
+
+check.PRODUCERS.add(Buffer)
+check.CONSUMERS.add(BufferConsumer)

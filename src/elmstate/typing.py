@@ -183,13 +183,13 @@ class Store(Protocol):
 
 @runtime_checkable
 class VersionedStore(Store, Protocol):
-    """A :class:`Store` with optimistic concurrency.
+    """A :class:`Store` with optimistic concurrency (docs/contract.md#versioned-stores).
 
     An absent key has version 0. ``store_versioned`` writes only if the key's
     version still equals ``version``, returns the new one (``version + 1``), and
-    otherwise raises a conflict error and stores nothing. Published ahead of the
-    stores that implement it and of their ``elmstate.Conflict`` error, which come
-    in the next release.
+    otherwise raises :class:`elmstate.Conflict` and stores nothing. A plain
+    ``store`` bumps the version too. :func:`elmstate.aggregate` saves a store
+    that has both methods by compare-and-set.
     """
 
     def load_versioned(self, ctx: Context | None, key: str, /) -> tuple[bytes | None, int]: ...

@@ -72,3 +72,6 @@ class MemoryStore:
         if self._data is None:
             raise ValueError("the MemoryStore is closed")
         return self._data
+
+
+check.STORES.add(MemoryStore)

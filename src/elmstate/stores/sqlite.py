@@ -112,6 +112,9 @@ class SQLiteStore:
         return self._conn
 
 
+check.STORES.add(SQLiteStore)
+
+
 def _create_or_upgrade(conn: sqlite3.Connection) -> None:
     """Create the table, or give one written by elmstate 0.1 its version column
     (each present key starts at version 1). One write transaction, so two
