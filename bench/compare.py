@@ -44,7 +44,6 @@ import platform
 import queue
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -53,14 +52,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
 
+import aggregates
 import workload
+from aggregates import AGGREGATE_BATCH, AggregateGroup
 from workload import (
-    MODEL_BYTES,
     Stop,
-    aggregate_init,
-    aggregate_update,
-    dehydrator,
-    hydrator,
     init,
     last,
     messages,
@@ -264,75 +260,6 @@ def reactivex_subject(msgs: list[int]) -> float:
     return seconds
 
 
-# ----------------------------------------------------------------------- aggregate
-
-AGGREGATE_BATCH = 10  # messages per aggregate
-
-
-class AggregateSQLite:
-    """aggregate over many keys: each call loads a ~1 KB model, runs 10 messages, saves.
-
-    Each round also times the same work by hand (load, hydrate, 10 updates and
-    views, dehydrate, store) on keys of its own: the difference is elmstate's
-    overhead per aggregate. Reported per message, like the rest.
-    """
-
-    def __init__(self, keys: int) -> None:
-        self.keys = keys
-        self.page = list(range(1, AGGREGATE_BATCH + 1))
-        self.per_key: list[float] = []  # seconds per aggregate, per round
-        self.by_hand: list[float] = []  # seconds per key, the same work by hand
-
-    def fetcher(self, ctx: Any) -> tuple[list[int], bool]:
-        return self.page, False
-
-    def __call__(self, msgs: list[int]) -> float:
-        with (
-            tempfile.TemporaryDirectory() as tmp,
-            elmstate.SQLiteStore(Path(tmp) / "b.db") as store,
-        ):
-            with elmstate.Buffer() as buf, buf.new_consumer() as consumer:
-                names = [f"key-{i}" for i in range(self.keys)]
-                hand = [f"hand-{i}" for i in range(self.keys)]
-                for name in names + hand:  # every key starts with a stored snapshot
-                    store.store(None, name, dehydrator(None, name, aggregate_init()[0]))
-                args = (aggregate_init, aggregate_update, view, buf, consumer, self.fetcher, store)
-
-                def with_elmstate() -> None:
-                    for name in names:
-                        elmstate.aggregate(*args, hydrator, dehydrator, name)
-
-                def by_hand() -> None:
-                    for name in hand:
-                        model = hydrator(None, name, store.load(None, name))[0]  # type: ignore[arg-type]
-                        view(model)
-                        for m in self.page:
-                            t = aggregate_update(m)
-                            model, cmd = t(model)
-                            view(model)
-                        store.store(None, name, dehydrator(None, name, model))
-
-                seconds = timed(with_elmstate)
-                self.by_hand.append(timed(by_hand) / self.keys)
-                for name in (names[-1], hand[-1]):
-                    final = hydrator(None, name, store.load(None, name))[0]  # type: ignore[arg-type]
-                    if final["count"] != AGGREGATE_BATCH:
-                        raise RuntimeError(f"{name}: stored count {final['count']}")
-        self.per_key.append(seconds / self.keys)
-        # per message, scaled so that measure()'s division by N - 1 gives it
-        return seconds / (self.keys * AGGREGATE_BATCH) * (len(msgs) - 1)
-
-    def report(self) -> str:
-        total = statistics.median(self.per_key) * 1e6
-        hand = statistics.median(self.by_hand) * 1e6
-        return (
-            f"aggregate, SQLite: {total:,.0f} µs per aggregate (median; load + save of a "
-            f"~{MODEL_BYTES:,} B model, {AGGREGATE_BATCH} messages); the same work by hand "
-            f"{hand:,.0f} µs; elmstate's overhead {total - hand:,.0f} µs per aggregate "
-            f"(target ≤ 50 µs)"
-        )
-
-
 # ------------------------------------------------------------------------ scaling
 
 SCALING_NS = (10_000, 100_000, 1_000_000, 10_000_000)
@@ -448,7 +375,7 @@ class Contender:
     ratios: list[float] = field(default_factory=list)
 
 
-def contenders(n: int, pure_n: int, keys: int) -> list[Contender]:
+def contenders(n: int, pure_n: int, keys: int, postgres: str, redis: str) -> list[Contender]:
     out = [Contender("hand-written loop (floor)", floor, n)]
     if compiled is not None:
         out += [
@@ -483,12 +410,18 @@ def contenders(n: int, pure_n: int, keys: int) -> list[Contender]:
             core_batch(pure, update=update_empty),
             pure_n,
         ),
+    ]
+    out += [
         Contender(
-            f"elmstate aggregate, SQLite ({keys:,} keys x {AGGREGATE_BATCH} msgs)",
-            AggregateSQLite(keys),
+            f"elmstate aggregate inline, {g.backend.label} "
+            f"({keys:,} keys x {AGGREGATE_BATCH} msgs)",
+            g,
             n,
             counts=False,
-        ),
+        )
+        for g in aggregates.groups(keys, postgres, redis)
+    ]
+    out += [
         Contender("queue.SimpleQueue loop", simple_queue, n),
         Contender("asyncio.Queue loop", asyncio_queue, n),
     ]
@@ -612,6 +545,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--no-chart", action="store_true")
     parser.add_argument(
+        "--postgres",
+        default=aggregates.POSTGRES,
+        metavar="CONNINFO",
+        help=f"aggregate: the PostgreSQL to use (default {aggregates.POSTGRES!r})",
+    )
+    parser.add_argument(
+        "--redis",
+        default=aggregates.REDIS,
+        metavar="URL",
+        help=f"aggregate: the Redis to use (default {aggregates.REDIS})",
+    )
+    parser.add_argument(
         "--scaling",
         action="store_true",
         help="also: compiled run at N = 10^4 .. 10^7, and RSS over a 10^7 stream",
@@ -628,18 +573,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, name) < 2:
             parser.error(f"--{name.replace('_', '-')} must be at least 2")
 
-    cs = contenders(args.n, args.pure_n, args.keys)
+    every = contenders(args.n, args.pure_n, args.keys, args.postgres, args.redis)
+    cs = every
     if args.only:
         cs = cs[:1] + [c for c in cs[1:] if any(text in c.name for text in args.only)]
-    print(machine())
-    print(f"{args.rounds} rounds, round-robin, one process", flush=True)
-    measure(cs, args.rounds)
+    try:
+        print(machine())
+        print(f"{args.rounds} rounds, round-robin, one process", flush=True)
+        measure(cs, args.rounds)
+    finally:  # drop every aggregate group's table, schema or keys
+        for c in every:
+            if isinstance(c.fn, AggregateGroup):
+                c.fn.close()
     print()
     print(table(cs))
-    for c in cs:
-        if isinstance(c.fn, AggregateSQLite):
-            print()
-            print(c.fn.report())
+    groups = [c.fn for c in cs if isinstance(c.fn, AggregateGroup)]
+    if groups:
+        print()
+        print(aggregates.report(groups))
     if not args.no_chart and chart(cs, args.chart):
         print(f"\nchart: {args.chart}")
     if args.scaling:

@@ -264,13 +264,14 @@ def test_buffer_page(benchmark: BenchmarkFixture, buffer: tuple[Any, Any]) -> No
 # ------------------------------------------------------------- "aggregate" group
 
 
+@pytest.mark.parametrize("feed", ["thread", "inline"])
 @pytest.mark.parametrize("live", ["compiled" if elmstate.compiled else "pure"])
 def test_aggregate_sqlite(
-    benchmark: BenchmarkFixture, tmp_path: Path, opened: list[Any], live: str
+    benchmark: BenchmarkFixture, tmp_path: Path, opened: list[Any], live: str, feed: str
 ) -> None:
     """20 keys per call, each: load a ~1 KB model, run 10 messages, store it.
 
-    Runs on whichever core ``elmstate`` picked (the id names it).
+    Runs on whichever core ``elmstate`` picked (the id names it), with either feed.
     """
     benchmark.group = f"aggregate: SQLite, {KEYS} keys x {KEY_MESSAGES} messages"
     page = list(range(1, KEY_MESSAGES + 1))
@@ -303,7 +304,7 @@ def test_aggregate_sqlite(
         def loop() -> None:
             calls[0] += 1
             for name in names:
-                elmstate.aggregate(*args, name)
+                elmstate.aggregate(*args, name, feed=feed)
 
         benchmark(loop)
         # The model really is the ~1 KB the docstring promises.
