@@ -1,0 +1,248 @@
+"""Snapshots in a PostgreSQL table, through psycopg 3.
+
+Needs the ``postgres`` extra: ``pip install "elmstate[postgres]"``. Neither
+``elmstate`` nor ``elmstate.stores`` imports this module: import it yourself.
+"""
+
+from __future__ import annotations
+
+import threading
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+try:
+    import psycopg
+    from psycopg import sql
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+except ImportError as exc:
+    raise ImportError(
+        'elmstate.stores.postgres needs psycopg 3: pip install "elmstate[postgres]"',
+        name=exc.name,
+    ) from exc
+
+try:
+    from psycopg_pool import ConnectionPool
+except ImportError:  # without the pool package only a connection string can be given
+    ConnectionPool = None  # type: ignore[assignment,misc]
+
+from .. import _validate as check
+from .._errors import Conflict
+from ._keys import key_value, version_arg
+from ._secrets import redacted
+
+__all__ = ["PostgresStore"]
+
+DEFAULT_TABLE = "elmstate_snapshots"
+# Set on connections the store opens (unless the conninfo names one), so that an
+# operator can tell its backends apart in pg_stat_activity.
+APPLICATION_NAME = "elmstate"
+_MAX_IDENTIFIER = 63  # NAMEDATALEN - 1: PostgreSQL silently truncates longer names
+# The first key of the advisory lock that serialises CREATE TABLE between stores
+# opening at once (two concurrent CREATE TABLE IF NOT EXISTS can both try to
+# create, and one fails); the second is the table name's CRC.
+_LOCK_SPACE = 0x656C6D73  # "elms"
+
+
+class _Statements:
+    """The store's statements, rendered once for its table (quoted as an identifier)."""
+
+    def __init__(self, table: str, conn: psycopg.Connection[Any]) -> None:
+        def render(text: str) -> bytes:
+            return sql.SQL(text).format(t=sql.Identifier(table)).as_bytes(conn)
+
+        self.create = render(
+            "CREATE TABLE IF NOT EXISTS {t} "
+            "(key text PRIMARY KEY, value bytea NOT NULL, version bigint NOT NULL)"
+        )
+        self.load = render("SELECT value, version FROM {t} WHERE key = %s")
+        self.version = render("SELECT version FROM {t} WHERE key = %s")
+        # Each write is one statement, so PostgreSQL's row locks make it atomic:
+        # there is no read-then-write window for another writer to slip into.
+        self.store = render(
+            "INSERT INTO {t} AS old (key, value, version) VALUES (%s, %s, 1) "
+            "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, version = old.version + 1"
+        )
+        self.insert_new = render(
+            "INSERT INTO {t} (key, value, version) VALUES (%s, %s, 1) ON CONFLICT (key) DO NOTHING"
+        )
+        self.update_if = render(
+            "UPDATE {t} SET value = %s, version = version + 1 WHERE key = %s AND version = %s"
+        )
+
+
+class PostgresStore:
+    """Snapshots in a PostgreSQL table: ``key text``, ``value bytea``, ``version bigint``.
+
+    ``conninfo_or_pool`` is either a libpq connection string or URI, or a
+    ``psycopg_pool.ConnectionPool``. Given a string, the store owns its
+    connection: one, opened at once, shared by every thread behind a lock, in
+    autocommit mode (each call is its own transaction, committed when it
+    returns), and opened again on the call after it was lost; ``close()``
+    closes it. Given a pool, every call borrows a connection from it for one
+    transaction (so threads work in parallel), and the pool stays the
+    caller's: ``close()`` never closes it.
+
+    The table (``table``, quoted as an identifier) is created if missing. The
+    store ignores ``ctx``: a call is not cut short when the context ends.
+    """
+
+    def __init__(self, conninfo_or_pool: Any, *, table: str = DEFAULT_TABLE) -> None:
+        _table_arg(table)
+        self._table = table
+        self._lock = threading.Lock()
+        self._closed = False
+        self._conn: psycopg.Connection[Any] | None = None
+        self._password: str | None = None
+        self._pool: ConnectionPool[Any] | None = None
+        self._conninfo = ""
+        if isinstance(conninfo_or_pool, str):
+            self._conninfo = self._owned_conninfo(conninfo_or_pool)
+        elif ConnectionPool is not None and isinstance(conninfo_or_pool, ConnectionPool):
+            self._pool = conninfo_or_pool
+        else:
+            raise TypeError(
+                "conninfo_or_pool must be a connection string or a psycopg_pool.ConnectionPool,"
+                f" got {type(conninfo_or_pool).__name__}"
+            )
+        try:
+            with self._connection() as conn:
+                self._sql = _Statements(table, conn)
+                with conn.transaction():
+                    conn.execute(
+                        "SELECT pg_advisory_xact_lock(%s, %s)",
+                        (_LOCK_SPACE, _signed32(zlib.crc32(table.encode()))),
+                    )
+                    conn.execute(self._sql.create)
+        except BaseException:
+            self.close()
+            raise
+
+    def load(self, ctx: Any, key: str) -> bytes | None:
+        """The value at ``key``, or ``None`` when absent."""
+        return self.load_versioned(ctx, key)[0]
+
+    def store(self, ctx: Any, key: str, value: bytes) -> None:
+        """Set ``key`` to ``value`` (last writer wins), committed on return; bumps its version."""
+        value = key_value(key, value)
+        _text_key(key)
+        with self._connection() as conn:
+            conn.execute(self._sql.store, (key, value))
+
+    def load_versioned(self, ctx: Any, key: str) -> tuple[bytes | None, int]:
+        """The value at ``key`` and its version: ``(None, 0)`` when absent."""
+        check.key_arg("key", key)
+        _text_key(key)
+        with self._connection() as conn:
+            row = conn.execute(self._sql.load, (key,), binary=True).fetchone()
+        return (None, 0) if row is None else (bytes(row[0]), int(row[1]))
+
+    def store_versioned(self, ctx: Any, key: str, value: bytes, version: int) -> int:
+        """Set ``key`` to ``value`` if its version is still ``version``; returns the new one.
+
+        One statement: an ``INSERT … ON CONFLICT DO NOTHING`` for version 0, an
+        ``UPDATE … WHERE version = %s`` otherwise. Raises
+        :class:`~elmstate.Conflict`, storing nothing, when it writes no row.
+        """
+        value = key_value(key, value)
+        version = version_arg(version)
+        _text_key(key)
+        with self._connection() as conn:
+            if version == 0:
+                written = conn.execute(self._sql.insert_new, (key, value)).rowcount
+            else:
+                written = conn.execute(self._sql.update_if, (value, key, version)).rowcount
+            if written == 1:
+                return version + 1
+            # A separate statement, so a fresh snapshot: it sees the write that won.
+            row = conn.execute(self._sql.version, (key,)).fetchone()
+        raise Conflict(key, version, 0 if row is None else int(row[0]))
+
+    def close(self) -> None:
+        """Close the store's own connection (never a caller's pool); idempotent.
+        Later calls raise ``ValueError``."""
+        with self._lock:
+            self._closed = True
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def __enter__(self) -> PostgresStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        # Never the conninfo itself: it may hold a password.
+        if self._pool is not None:
+            where = f" pool={self._pool.name!r}"
+        else:
+            params = conninfo_to_dict(self._conninfo)
+            where = "".join(
+                f" {name}={params[name]}" for name in ("host", "port", "dbname") if name in params
+            )
+        state = " closed" if self._closed else ""
+        return f"<elmstate.stores.postgres.PostgresStore table={self._table!r}{where}{state}>"
+
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        if self._pool is not None:
+            if self._closed:
+                raise ValueError("the PostgresStore is closed")
+            # The pool commits on leaving the block (rolls back on an error) and
+            # replaces a connection that it finds broken.
+            with self._pool.connection() as conn:
+                yield conn
+            return
+        with self._lock:
+            if self._closed:
+                raise ValueError("the PostgresStore is closed")
+            conn = self._conn
+            if conn is None or conn.closed:  # never opened, or lost on an earlier call
+                conn = self._conn = self._connect()
+            yield conn
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        try:
+            return psycopg.connect(self._conninfo, autocommit=True)
+        except psycopg.Error as exc:
+            error = redacted(exc, self._password)
+            if error is exc:
+                raise
+        raise error  # outside the except block: the original is not chained
+
+    def _owned_conninfo(self, conninfo: str) -> str:
+        try:
+            params: dict[str, Any] | None = conninfo_to_dict(conninfo)
+        except psycopg.Error:  # libpq's message may quote the string, password included
+            params = None
+        if params is None:
+            raise ValueError(
+                "conninfo_or_pool is not a valid libpq connection string or URI "
+                "(the parser's message is not shown: it may quote a password)"
+            )
+        self._password = params.get("password") or None
+        if "application_name" not in params:
+            conninfo = make_conninfo(conninfo, application_name=APPLICATION_NAME)
+        return conninfo
+
+
+def _table_arg(table: Any) -> None:
+    if not isinstance(table, str):
+        raise TypeError(f"table must be a str, got {type(table).__name__}")
+    if not table or "\x00" in table or len(table.encode()) > _MAX_IDENTIFIER:
+        raise ValueError(
+            f"table must be a PostgreSQL name of 1 to {_MAX_IDENTIFIER} bytes "
+            f"without NUL characters, got {table!r:.100}"
+        )
+
+
+def _text_key(key: str) -> None:
+    if "\x00" in key:
+        raise ValueError("key must not contain NUL characters: PostgreSQL text cannot hold them")
+
+
+def _signed32(n: int) -> int:
+    return n - (1 << 32) if n >= 1 << 31 else n
