@@ -36,11 +36,10 @@ from types import ModuleType
 from typing import Any, Callable
 
 import _concurrency
-import _stores
 import pytest
 from _concurrency import KEY, Counter, LastWriterWins, Progress, check_snapshot, snapshot
 from _helpers import SAFETY
-from _stores import KINDS, SHARED_KINDS, open_store, reopen
+from _stores import KINDS, SERVER_KINDS, SHARED_KINDS, connections, open_store, reopen
 
 import elmstate
 
@@ -61,7 +60,6 @@ FEEDS = ("inline", "thread")
 # MemoryStore. The stress run crosses them all.
 FEEDER_KINDS = KINDS if STRESS else tuple(k for k in KINDS if k in ("memory", "sqlite"))
 EACH_CORE_KINDS, EACH_CORE_FEEDS = (KINDS, FEEDS) if STRESS else (("memory",), ("inline",))
-SERVER_KINDS: tuple[str, ...] = getattr(_stores, "SERVER_KINDS", ())
 
 # Children never fork this process, which runs other threads (stores' own, the
 # timer's) whose held locks a fork would copy. They fork from a forkserver, a
@@ -301,8 +299,8 @@ def settle(kind: str, where: Path) -> None:
     has no server: a dead process sends nothing more and holds no lock.
     """
     if kind in SERVER_KINDS:
-        assert poll(lambda: not _stores.connections(kind, where)), (
-            f"the server still serves the killed child: {_stores.connections(kind, where)}"
+        assert poll(lambda: not connections(kind, where)), (
+            f"the server still serves the killed child: {connections(kind, where)}"
         )
 
 
