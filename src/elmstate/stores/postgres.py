@@ -246,3 +246,6 @@ def _text_key(key: str) -> None:
 
 def _signed32(n: int) -> int:
     return n - (1 << 32) if n >= 1 << 31 else n
+
+
+check.STORES.add(PostgresStore)

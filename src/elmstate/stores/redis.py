@@ -194,3 +194,6 @@ class RedisStore:
             self._password = client.connection_pool.connection_kwargs.get("password")
             return client
         raise ValueError(f"client_or_url is not a valid Redis URL: {error}")
+
+
+check.STORES.add(RedisStore)
