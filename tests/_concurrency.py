@@ -9,6 +9,7 @@ kind and a directory, from which ``_stores.reopen`` opens its own store.
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import struct
 import time
@@ -235,8 +236,8 @@ def save_forever(kind: str, where: Path, mode: str, seed: int, progress: Progres
 
         def saved(seq: int) -> None:
             progress.save_seconds.value = time.perf_counter() - began
-            progress.saving.value = 0
-            progress.saved.value = seq
+            progress.saved.value = seq  # before saving is cleared: a kill between
+            progress.saving.value = 0  # the two must not hide the save that landed
             progress.saves.value += 1
             if progress.saves.value == 1:
                 progress.started.set()
@@ -272,3 +273,15 @@ def save_forever(kind: str, where: Path, mode: str, seed: int, progress: Progres
                     feed="inline",
                 )
                 saved(seq)
+
+
+def open_new_sqlite_file(path: str, barrier: Any, results: Any) -> None:
+    """A child: wait for the others, then open (and so create) ``path`` at the same
+    moment as they do, and write one key of its own."""
+    try:
+        barrier.wait()
+        with elmstate.SQLiteStore(path) as store:
+            store.store_versioned(None, f"child-{os.getpid()}", b"here", 0)
+        results.put("ok")
+    except BaseException as exc:  # reported to the parent, which fails the test
+        results.put(f"{type(exc).__name__}: {exc}")

@@ -307,10 +307,57 @@ def test_the_classes_trusted_without_a_method_lookup_have_the_methods(elm: Modul
         "load store load_versioned store_versioned close": check.STORES,
     }
     for methods, classes in roles.items():
-        for cls in classes:
+        for cls in classes.values():
             assert all(callable(getattr(cls, m, None)) for m in methods.split()), cls
-    assert elm.Buffer in check.PRODUCERS and elm.BufferConsumer in check.CONSUMERS
-    names = {cls.__name__ for cls in check.STORES}
+    assert elm.Buffer in check.PRODUCERS.values()
+    assert elm.BufferConsumer in check.CONSUMERS.values()
+    names = {cls.__name__ for cls in check.STORES.values()}
     assert {"MemoryStore", "SQLiteStore"} <= names
     if elm is sys.modules.get("elmstate"):
         assert {"PostgresStore", "RedisStore"} <= names
+
+
+def test_a_producer_of_an_unhashable_class_is_accepted(elm: ModuleType) -> None:
+    """The checks look up the library's own classes by identity: a class that
+    cannot be hashed (its metaclass defines __eq__ only) is still a producer."""
+
+    class Meta(type):
+        def __eq__(cls, other: object) -> bool:
+            return cls is other
+
+        __hash__ = None  # type: ignore[assignment]
+
+    class Producer(metaclass=Meta):
+        def __init__(self, buf: Any) -> None:
+            self.buf = buf
+
+        def put(self, ctx: Any, *values: Any) -> None:
+            self.buf.put(ctx, *values)
+
+    program = Counter()
+    buf = elm.Buffer()
+    model = elm.aggregate(
+        program.init,
+        program.update,
+        program.view,
+        Producer(buf),
+        buf.new_consumer(),
+        lambda ctx: ([2], False),
+        elm.MemoryStore(),
+        program.hydrator,
+        program.dehydrator,
+        "k",
+        feed="inline",
+    )
+    assert model == 2
+    buf = elm.Buffer()
+    batch = elm.batch(
+        program.init,
+        program.update,
+        program.view,
+        Producer(buf),
+        buf.new_consumer(),
+        lambda ctx: ([3], False),
+        feed="inline",
+    )
+    assert batch == 3

@@ -268,3 +268,69 @@ def test_an_inline_batchs_leftover_markers_never_end_another_batch(elm: ModuleTy
     assert later.batch(elm, pair=(buf, consumer)) == 2 + 5 + 6
     assert [m for kind, m in later.log if kind == "update"] == [2, 5, 6]
     assert buf.diff(consumer) == 0
+
+
+def test_an_ended_context_stops_a_fetcher_that_always_says_more(elm: ModuleType) -> None:
+    """Between pages the inline feed checks ctx itself: a producer that ignores
+    ctx (unlike Buffer.put, which raises) cannot keep an endless fetcher going
+    (docs/contract.md#contexts-in-calls: loops return promptly once ctx ends)."""
+    queue = ListQueue()
+    ctx = elm.Context()
+    fetches: list[int] = []
+
+    def fetcher(c: Any) -> Any:
+        fetches.append(1)
+        if len(fetches) == 1000:
+            ctx.cancel()
+        return [], True
+
+    with pytest.raises(elm.Canceled) as info:
+        elm.batch(
+            lambda: (0, None),
+            lambda m: None,
+            lambda m: None,
+            queue,
+            queue,
+            fetcher,
+            ctx=ctx,
+            feed="inline",
+        )
+    assert info.value is ctx.err
+    assert len(fetches) == 1000
+
+
+class Unanswerable:
+    """A ``more`` whose truth cannot be told."""
+
+    def __bool__(self) -> bool:
+        raise ZeroDivisionError("no answer")
+
+
+@pytest.mark.parametrize("page", [1, 2], ids=["first page", "later page"])
+def test_a_page_whose_more_cannot_be_read_is_not_put(elm: ModuleType, page: int) -> None:
+    """Both cores read ``more`` before putting the page: a failed page leaves
+    nothing of it queued."""
+    queue = ListQueue()
+    replies: list[Any] = [([1, 2], Unanswerable())]
+    if page == 2:
+        replies.insert(0, ([5], True))
+    program = Program(*replies)
+    with pytest.raises(ZeroDivisionError):
+        program.batch(elm, pair=(queue, queue))
+    assert 1 not in queue.items and 2 not in queue.items
+
+
+def test_a_batchs_markers_refuse_to_be_copied(elm: ModuleType) -> None:
+    """A copy of a marker would be another batch's marker to this one, skipped
+    while the batch waits for it: copying fails at once instead."""
+    import copy
+    import pickle
+
+    queue = ListQueue()
+    Program(([1], True), ([2], False)).batch(elm, pair=(queue, queue))
+    markers = [m for m in queue.items if not isinstance(m, int)]
+    assert markers
+    for marker in markers:
+        for attempt in (copy.copy, copy.deepcopy, pickle.dumps):
+            with pytest.raises(TypeError, match="marker cannot be copied or pickled"):
+                attempt(marker)

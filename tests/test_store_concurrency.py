@@ -343,3 +343,40 @@ def test_kill_9_mid_save_leaves_an_old_or_a_new_snapshot(
         f"{mid_save}/{KILLS} kills mid-save, {in_flight_stored} of them after the save "
         f"in flight was stored; {last_version} versions"
     )
+
+
+TRIALS = 20
+
+
+def test_processes_may_open_a_new_sqlite_file_at_once(tmp_path: Path) -> None:
+    """8 processes create one SQLite file at the same moment, TRIALS times: each opens
+    it and writes (switching a new file to WAL needs it alone; SQLite does not
+    wait for that by itself) (docs/contract.md#bundled-stores)."""
+    for trial in range(TRIALS):
+        path = str(tmp_path / f"new-{trial}.sqlite3")
+        barrier = MP.Barrier(8)
+        results = MP.Queue()
+        children = [
+            MP.Process(
+                target=_concurrency.open_new_sqlite_file,
+                args=(path, barrier, results),
+                daemon=True,
+            )
+            for _ in range(8)
+        ]
+        for child in children:
+            child.start()
+        try:
+            outcomes = [results.get(timeout=WATCHDOG) for _ in children]
+        finally:
+            for child in children:
+                child.join(SAFETY)
+                if child.is_alive():
+                    child.kill()
+                    child.join()
+            results.close()
+            results.join_thread()
+        assert outcomes == ["ok"] * 8, outcomes
+        with elmstate.SQLiteStore(path) as store:
+            rows = store._connection().execute("SELECT count(*) FROM elmstate_snapshots")
+            assert rows.fetchone() == (8,)

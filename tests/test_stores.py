@@ -181,6 +181,16 @@ def test_negative_version(store: Any) -> None:
     assert store.load_versioned(None, "k") == (None, 0)
 
 
+@pytest.mark.parametrize("version", [2**63 - 1, 2**63, 2**80])
+def test_a_version_no_key_can_have_is_a_conflict(store: Any, version: int) -> None:
+    """Versions past a 64-bit integer are Conflicts on every store, not an overflow."""
+    store.store(None, "k", b"v")
+    with pytest.raises(elmstate.Conflict) as info:
+        store.store_versioned(None, "k", b"w", version)
+    assert (info.value.expected, info.value.actual) == (version, 1)
+    assert store.load_versioned(None, "k") == (b"v", 1)
+
+
 def test_closed_store(tmp_path: Path, store: Any) -> None:
     """Every method of a closed store raises ValueError (docs/stores.md#closing-a-store)."""
     store.store(None, "k", b"v")
@@ -330,11 +340,11 @@ def _blocked(kind: str, where: Path) -> bool:
     name = connection_name(where)
     if kind == "postgres":
         with postgres_admin() as admin:
-            row = admin.execute(
+            rows = admin.execute(
                 "SELECT wait_event_type FROM pg_stat_activity WHERE application_name = %s",
                 (name,),
-            ).fetchone()
-        return row is not None and row[0] == "Lock"
+            ).fetchall()
+        return ("Lock",) in rows  # a pool may hold other, idle connections
     with redis_admin() as admin:
         return any(c.get("name") == name and c.get("cmd") == "evalsha" for c in admin.client_list())
 
@@ -537,6 +547,55 @@ def test_postgres_pool_is_the_callers(tmp_path: Path) -> None:
         finally:
             with pool.connection() as conn:
                 conn.execute(f'DROP TABLE IF EXISTS "{table(tmp_path)}"')
+
+
+@pytest.mark.parametrize("isolation", ["REPEATABLE_READ", "SERIALIZABLE"])
+def test_postgres_conflict_under_a_stricter_isolation_level(tmp_path: Path, isolation: str) -> None:
+    """A pool whose connections run REPEATABLE READ or SERIALIZABLE: a concurrent
+    write makes PostgreSQL fail the statement (SQLSTATE 40001); the store reports
+    the Conflict it is, and a plain store still wins as the last writer
+    (docs/stores.md#postgresstore)."""
+    require("postgres")
+    import psycopg
+    from psycopg_pool import ConnectionPool
+
+    from elmstate.stores.postgres import PostgresStore
+
+    def configure(conn: Any) -> None:
+        conn.isolation_level = getattr(psycopg.IsolationLevel, isolation)
+
+    name = table(tmp_path)
+    with ConnectionPool(
+        postgres_conninfo(tmp_path), min_size=1, max_size=2, configure=configure
+    ) as pool:
+        try:
+            with PostgresStore(pool, table=name) as store:
+                store.store(None, "k", b"v1")
+                for write in (
+                    lambda: store.store_versioned(None, "k", b"mine", 1),
+                    lambda: store.store(None, "k", b"plain"),
+                ):
+                    with postgres_admin() as other:
+                        other.execute("BEGIN")
+                        other.execute(
+                            f'UPDATE "{name}" SET value = %s, version = version + 1 '
+                            "WHERE key = 'k'",
+                            (b"other",),
+                        )
+                        call = InThread(write)
+                        assert wait_for(lambda: _blocked("postgres", tmp_path), timeout=10)
+                        other.execute("COMMIT")
+                        call.join()
+                    if call.error is None:  # the plain store: it wrote after the other
+                        assert store.load_versioned(None, "k") == (b"plain", 4)
+                    else:
+                        assert isinstance(call.error, elmstate.Conflict), repr(call.error)
+                        assert (call.error.expected, call.error.actual) == (1, 2)
+                        assert store.load_versioned(None, "k") == (b"other", 2)
+                assert store.load_versioned(None, "k") == (b"plain", 4)
+        finally:
+            with pool.connection() as conn:
+                conn.execute(f'DROP TABLE IF EXISTS "{name}"')
 
 
 def test_postgres_pool_replaces_a_killed_connection(tmp_path: Path) -> None:

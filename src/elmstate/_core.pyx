@@ -1030,6 +1030,9 @@ cdef class _End:
     def __repr__(self):
         return "<elmstate batch marker>"
 
+    def __reduce_ex__(self, protocol):
+        raise check.marker_copied()
+
 
 class _Drained(Exception):
     """Raised by the batch consumer to stop the loop once the queue has drained."""
@@ -1103,6 +1106,8 @@ cdef class _BatchConsumer:
 
     cdef int _feed(self, Context ctx) except -1:
         """Fetch one page on this thread; put it, then the marker that says what next."""
+        if ctx._done:  # between pages too: a fetcher that keeps saying more=True
+            raise ctx._error()
         messages, more = check.pair("fetcher", self.fetcher(ctx), "(messages, more)")
         marker = self.fetch if more else self.end
         if self.buffer is not None and (type(messages) is list or type(messages) is tuple):
@@ -1198,5 +1203,5 @@ cdef object _batch_inline(init, update, view, producer, consumer, fetcher, Conte
         return program.model  # the model the last view saw
 
 
-check.PRODUCERS.add(Buffer)
-check.CONSUMERS.add(BufferConsumer)
+check.register(check.PRODUCERS, Buffer)
+check.register(check.CONSUMERS, BufferConsumer)

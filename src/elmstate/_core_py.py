@@ -942,6 +942,9 @@ class _End:
     def __repr__(self) -> str:
         return "<elmstate batch marker>"
 
+    def __reduce_ex__(self, protocol: object) -> NoReturn:
+        raise check.marker_copied()
+
 
 class _Drained(Exception):
     """Raised by the batch consumer to stop the loop once the queue has drained."""
@@ -975,10 +978,13 @@ class _BatchConsumer:
 
     def feed(self, ctx: Context) -> None:
         """Fetch one page on this thread; put it, then the marker that says what next."""
+        if ctx._done:  # between pages too: a fetcher that keeps saying more=True
+            raise ctx._error()
         fetcher = cast("Callable[[Context], Any]", self.fetcher)
         messages, more = check.pair("fetcher", fetcher(ctx), "(messages, more)")
+        marker = self.fetch if more else self.end
         self.put(ctx, *check.messages("fetcher", messages))
-        self.put(ctx, self.fetch if more else self.end)
+        self.put(ctx, marker)
 
     def _past_end(self, ctx: Context | None, marker: _End) -> Any:
         """A marker was just read: commit it, then end the batch, fetch, or read on.
@@ -1119,5 +1125,5 @@ def _batch_inline(
         return program.model  # the model the last view saw
 
 
-check.PRODUCERS.add(Buffer)
-check.CONSUMERS.add(BufferConsumer)
+check.register(check.PRODUCERS, Buffer)
+check.register(check.CONSUMERS, BufferConsumer)

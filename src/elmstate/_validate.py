@@ -26,23 +26,29 @@ def has_methods(name: str, value: Any, *methods: str) -> None:
 # The library's own classes, which have the methods each role needs: looking
 # those up again (a bound method made and dropped per name) was a third of what
 # aggregate costs beyond the user's own work. Each core and store registers its own.
-PRODUCERS: set[type] = set()
-CONSUMERS: set[type] = set()
-STORES: set[type] = set()
+# Keyed by id(): a user's class may be unhashable (a metaclass with __eq__ and
+# no __hash__), and a registered class lives as long as its module.
+PRODUCERS: dict[int, type] = {}
+CONSUMERS: dict[int, type] = {}
+STORES: dict[int, type] = {}
+
+
+def register(role: dict[int, type], cls: type) -> None:
+    role[id(cls)] = cls
 
 
 def producer_arg(value: Any) -> None:
-    if type(value) not in PRODUCERS:
+    if id(type(value)) not in PRODUCERS:
         has_methods("producer", value, "put")
 
 
 def consumer_arg(value: Any) -> None:
-    if type(value) not in CONSUMERS:
+    if id(type(value)) not in CONSUMERS:
         has_methods("consumer", value, "get", "commit", "rollback")
 
 
 def store_arg(value: Any) -> None:
-    if type(value) not in STORES:
+    if id(type(value)) not in STORES:
         has_methods("store", value, "load", "store")
 
 
@@ -68,6 +74,14 @@ def bytes_value(value: Any, rule: str) -> bytes:
     if isinstance(value, (bytearray, memoryview)):
         return bytes(value)
     raise TypeError(f"{rule}, got {type(value).__name__}")
+
+
+def marker_copied() -> TypeError:
+    # A copy is another object: the batch would skip it as foreign and wait forever.
+    return TypeError(
+        "a batch's marker cannot be copied or pickled: a consumer must hand back "
+        "the very objects that were put"
+    )
 
 
 def not_copyable(value: Any) -> TypeError:

@@ -74,4 +74,4 @@ class MemoryStore:
         return self._data
 
 
-check.STORES.add(MemoryStore)
+check.register(check.STORES, MemoryStore)

@@ -127,8 +127,13 @@ class PostgresStore:
         """Set ``key`` to ``value`` (last writer wins), committed on return; bumps its version."""
         value = key_value(key, value)
         _text_key(key)
-        with self._connection() as conn:
-            conn.execute(self._sql.store, (key, value))
+        while True:
+            try:
+                with self._connection() as conn:
+                    conn.execute(self._sql.store, (key, value))
+                return
+            except psycopg.errors.SerializationFailure:
+                continue  # nothing was written, and another writer was: the last one wins
 
     def load_versioned(self, ctx: Any, key: str) -> tuple[bytes | None, int]:
         """The value at ``key`` and its version: ``(None, 0)`` when absent."""
@@ -148,15 +153,23 @@ class PostgresStore:
         value = key_value(key, value)
         version = version_arg(version)
         _text_key(key)
-        with self._connection() as conn:
-            if version == 0:
-                written = conn.execute(self._sql.insert_new, (key, value)).rowcount
-            else:
-                written = conn.execute(self._sql.update_if, (value, key, version)).rowcount
-            if written == 1:
-                return version + 1
-            # A separate statement, so a fresh snapshot: it sees the write that won.
-            row = conn.execute(self._sql.version, (key,)).fetchone()
+        try:
+            with self._connection() as conn:
+                if version == 0:
+                    written = conn.execute(self._sql.insert_new, (key, value)).rowcount
+                else:
+                    written = conn.execute(self._sql.update_if, (value, key, version)).rowcount
+                if written == 1:
+                    return version + 1
+                # A separate statement: under READ COMMITTED (the default) a fresh
+                # snapshot, which sees the write that won.
+                row = conn.execute(self._sql.version, (key,)).fetchone()
+        except psycopg.errors.SerializationFailure:
+            # Under REPEATABLE READ or SERIALIZABLE (a pool's configure, a role's
+            # default_transaction_isolation) a concurrent write fails the statement
+            # instead: nothing was written, so it is a conflict like any other.
+            with self._connection() as conn:
+                row = conn.execute(self._sql.version, (key,)).fetchone()
         raise Conflict(key, version, 0 if row is None else int(row[0]))
 
     def close(self) -> None:
@@ -248,4 +261,4 @@ def _signed32(n: int) -> int:
     return n - (1 << 32) if n >= 1 << 31 else n
 
 
-check.STORES.add(PostgresStore)
+check.register(check.STORES, PostgresStore)

@@ -42,7 +42,9 @@ CLIENT_NAME = "elmstate"
 # first ran, its reply was lost. Re-run, a compare-and-set would find its own
 # version bump and report a Conflict for a save that succeeded -- and a caller
 # retrying the aggregate on Conflict would apply its messages twice. A re-sent
-# write instead finds its own id and reports what the first delivery did.
+# write instead finds its own id and reports what the first delivery did --
+# unless another writer saved in between (only the last id is kept): then it
+# is a Conflict, the ambiguity of any lost reply (docs/stores.md#lost-connections).
 _CAS = """
 local current = redis.call('HGET', KEYS[1], 'version') or '0'
 if current ~= ARGV[2] then
@@ -73,7 +75,8 @@ class RedisStore:
     connection: the call raises redis-py's ``ConnectionError`` and the next
     call reconnects. A caller's client may retry: every write carries a unique
     id, so a re-sent write is recognised as already applied, never applied
-    twice nor reported as a :class:`~elmstate.Conflict`.
+    twice; if another writer saved the key in between, though, the re-sent
+    compare-and-set reports a :class:`~elmstate.Conflict`.
 
     Values are bytes, so a client made with ``decode_responses=True`` is
     refused. The store is as thread-safe as redis-py's client (it is), and
@@ -196,4 +199,4 @@ class RedisStore:
         raise ValueError(f"client_or_url is not a valid Redis URL: {error}")
 
 
-check.STORES.add(RedisStore)
+check.register(check.STORES, RedisStore)

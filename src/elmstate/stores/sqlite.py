@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from typing import Any
 
 from .. import _validate as check
@@ -12,6 +13,8 @@ from .._errors import Conflict
 from ._keys import key_value, version_arg
 
 _TABLE = "elmstate_snapshots"
+_BUSY_SECONDS = 30.0  # how long a call waits for another writer before it raises
+_MAX_VERSION = 2**63 - 1  # SQLite's INTEGER
 _SCHEMA = (
     f"CREATE TABLE IF NOT EXISTS {_TABLE} "
     "(key TEXT PRIMARY KEY, value BLOB NOT NULL, version INTEGER NOT NULL DEFAULT 1)"
@@ -47,9 +50,11 @@ class SQLiteStore:
         if not isinstance(durable, bool):
             raise TypeError(f"durable must be a bool, got {type(durable).__name__}")
         self._lock = threading.Lock()
-        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30.0)
+        conn = sqlite3.connect(
+            path, check_same_thread=False, isolation_level=None, timeout=_BUSY_SECONDS
+        )
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
+            _wal(conn, deadline=time.monotonic() + _BUSY_SECONDS)
             conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
             _create_or_upgrade(conn)
         except BaseException:
@@ -84,7 +89,9 @@ class SQLiteStore:
         version = version_arg(version)
         with self._lock:
             conn = self._connection()
-            if version == 0:
+            if version > _MAX_VERSION:  # no row can have it (and SQLite cannot bind it)
+                written = 0
+            elif version == 0:
                 written = conn.execute(_INSERT_NEW, (key, value)).rowcount
             else:
                 written = conn.execute(_UPDATE_IF, (value, key, version)).rowcount
@@ -112,7 +119,22 @@ class SQLiteStore:
         return self._conn
 
 
-check.STORES.add(SQLiteStore)
+check.register(check.STORES, SQLiteStore)
+
+
+def _wal(conn: sqlite3.Connection, deadline: float) -> None:
+    """Put the file in WAL mode. Switching needs the file to itself, and SQLite
+    does not wait for that (the busy timeout does not apply): several processes
+    opening a new file at once would fail at once, so retry until ``deadline``."""
+    while True:
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(0.005)
 
 
 def _create_or_upgrade(conn: sqlite3.Connection) -> None:
