@@ -73,7 +73,10 @@ class Counter:
     def dehydrator(self, ctx: Any, key: str, model: int) -> bytes:
         return json.dumps(model).encode()
 
-    def aggregate(self, elm: ModuleType, store: Any, key: str, *messages: int, **kw: Any) -> Any:
+    def aggregate(
+        self, elm: ModuleType, store: Any, key: str, *messages: int, fetcher: Any = None, **kw: Any
+    ) -> Any:
+        """One aggregate of ``key``: its input ``messages``, or what ``fetcher`` gives."""
         buf = elm.Buffer()
         kw.setdefault("ctx", elm.Context(timeout=SAFETY))
         return elm.aggregate(
@@ -82,7 +85,7 @@ class Counter:
             self.view,
             buf,
             buf.new_consumer(),
-            lambda ctx: (list(messages), False),
+            fetcher or (lambda ctx: (list(messages), False)),
             store,
             self.hydrator,
             self.dehydrator,
@@ -233,21 +236,7 @@ def test_inline_starts_no_thread_and_stores(elm: ModuleType, store: Any) -> None
         names.append({t.name for t in threading.enumerate()})
         return [1, 2, 3], False
 
-    program = Counter()
-    buf = elm.Buffer()
-    model = elm.aggregate(
-        program.init,
-        program.update,
-        program.view,
-        buf,
-        buf.new_consumer(),
-        fetcher,
-        store,
-        program.hydrator,
-        program.dehydrator,
-        "k",
-        feed="inline",
-    )
+    model = Counter().aggregate(elm, store, "k", fetcher=fetcher, ctx=None, feed="inline")
     assert model == 6
     assert store.load(None, "k") == b"6"
     assert all("elmstate-feeder" not in n for n in names)
@@ -265,22 +254,8 @@ def test_an_inline_fetcher_error_stores_nothing(elm: ModuleType, store: Any) -> 
             raise reply
         return reply
 
-    program = Counter()
-    buf = elm.Buffer()
     with pytest.raises(OSError) as info:
-        elm.aggregate(
-            program.init,
-            program.update,
-            program.view,
-            buf,
-            buf.new_consumer(),
-            fetcher,
-            store,
-            program.hydrator,
-            program.dehydrator,
-            "k",
-            feed="inline",
-        )
+        Counter().aggregate(elm, store, "k", fetcher=fetcher, feed="inline")
     assert info.value is boom
     assert store.load_versioned(None, "k") == (b"1", 1)
 
