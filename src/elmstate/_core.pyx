@@ -1192,11 +1192,9 @@ def _batch(init, update, view, producer, consumer, fetcher, Context outer, repla
 cdef object _batch_inline(init, update, view, producer, consumer, fetcher, Context ctx, replay):
     """``feed="inline"``: the fetcher runs on this thread, behind fetch markers;
     no thread and no context of its own (nothing runs beside the loop)."""
-    if ctx._done:
-        raise ctx._error()
     cdef _Program program = _Program(init, update, view, producer, replay)
     cdef _BatchConsumer wrapped = _BatchConsumer(consumer, producer, _End(), fetcher)
-    wrapped._feed(ctx)  # the first page, before the first get
+    wrapped._feed(ctx)  # the first page, before anything else (an ended ctx raises)
     try:
         _loop(program, wrapped, ctx)
     except _Drained:

@@ -1114,11 +1114,9 @@ def _batch_inline(
 ) -> Any:
     """``feed="inline"``: the fetcher runs on this thread, behind fetch markers;
     no thread and no context of its own (nothing runs beside the loop)."""
-    if ctx._done:
-        raise ctx._error()
     program = _Program(init, update, view, producer, replay)
     wrapped = _BatchConsumer(consumer, producer, _End(), fetcher)
-    wrapped.feed(ctx)  # the first page, before the first get
+    wrapped.feed(ctx)  # the first page, before anything else (an ended ctx raises)
     try:
         _loop(program, wrapped, ctx)
     except _Drained:
