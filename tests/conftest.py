@@ -40,7 +40,12 @@ def _import_generation(pure: bool) -> ModuleType:
     if pure:
         os.environ["ELMSTATE_NO_EXTENSIONS"] = "1"
     try:
-        return importlib.import_module("elmstate")
+        package = importlib.import_module("elmstate")
+        try:  # elmstate.redis binds the generation's aggregate: elm.redis is its own
+            importlib.import_module("elmstate.redis")
+        except ImportError:  # no redis-py: the tests of elmstate.redis skip
+            pass
+        return package
     finally:
         os.environ.pop("ELMSTATE_NO_EXTENSIONS", None)
         if saved is not None:

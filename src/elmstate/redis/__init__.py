@@ -1,0 +1,18 @@
+"""Scale-out over Redis Streams: sharded streams, consumer groups, keyed workers.
+
+Redis carries the messages; a versioned store (:mod:`elmstate.stores`) holds the
+aggregates. Needs the ``redis`` extra: ``pip install "elmstate[redis]"``;
+``import elmstate`` does not import this package. The rules are in docs/redis.md.
+"""
+
+from __future__ import annotations
+
+from ._common import parse_id, shard_of
+from ._streams import StreamConsumer, StreamProducer
+
+__all__ = [
+    "StreamConsumer",
+    "StreamProducer",
+    "parse_id",
+    "shard_of",
+]

@@ -1,0 +1,117 @@
+"""What every class of elmstate.redis shares: entry ids, codecs, shards, the client check.
+
+See docs/redis.md for the rules these implement.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from typing import Any, Callable
+
+try:
+    import redis
+except ImportError as exc:
+    raise ImportError(
+        'elmstate.redis needs redis-py: pip install "elmstate[redis]"', name=exc.name
+    ) from exc
+
+from .. import _validate as check
+
+Encode = Callable[[Any], bytes]
+Decode = Callable[[bytes], Any]
+EntryId = tuple[int, int]
+
+# The fields of an entry elmstate writes: the message's key (keyed streams only)
+# and the encoded message. Short names would save bytes per entry; these read
+# well in redis-cli, and the dead letters use the same ones.
+KEY = b"key"
+PAYLOAD = b"payload"
+
+
+def parse_id(raw: bytes | str) -> EntryId:
+    """An entry id as the pair of integers it is: ``"9-0"`` sorts before ``"10-0"``."""
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def format_id(pair: EntryId) -> str:
+    return f"{pair[0]}-{pair[1]}"
+
+
+def after(pair: EntryId) -> str:
+    """The smallest id greater than ``pair``."""
+    return f"{pair[0]}-{pair[1] + 1}"
+
+
+def json_encode(message: Any) -> bytes:
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def json_decode(payload: bytes) -> Any:
+    return json.loads(payload)
+
+
+def codec_arg(name: str, value: Any, default: Callable[..., Any]) -> Callable[..., Any]:
+    if value is None:
+        return default
+    check.callable_arg(name, value)
+    return value  # type: ignore[no-any-return]
+
+
+def name_arg(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, not {type(value).__name__}")
+    if not value:
+        raise ValueError(f"{name} must not be empty")
+    return value
+
+
+def count_arg(name: str, value: Any, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def client_arg(client: Any) -> redis.Redis:
+    """A redis-py client that returns bytes (payloads are bytes, maybe not UTF-8)."""
+    if not isinstance(client, redis.Redis):
+        raise TypeError(f"client must be a redis.Redis client, not {type(client).__name__}")
+    if client.connection_pool.connection_kwargs.get("decode_responses"):
+        raise ValueError("client must be made with decode_responses=False: payloads are bytes")
+    return client
+
+
+def socket_timeout(client: redis.Redis) -> float | None:
+    """The client's socket timeout in seconds (None: reads wait for ever)."""
+    value = client.connection_pool.connection_kwargs.get("socket_timeout")
+    return None if value is None else float(value)
+
+
+def shard_of(key: str, shards: int) -> int:
+    """The shard of ``key``: the same in every process, machine and Python version."""
+    return zlib.crc32(key.encode()) % shards
+
+
+def shard_stream(name: str, shard: int) -> str:
+    return f"{name}:{shard}"
+
+
+def record_shards(client: redis.Redis, name: str, shards: int) -> None:
+    """Record ``name``'s shard count, or check it against the one recorded.
+
+    Every producer and worker of ``name`` must agree on it: a key's shard is
+    ``crc32(key) % shards``, so two counts would send one key to two shards.
+    """
+    meta = f"{name}:meta"
+    pipe = client.pipeline(transaction=True)
+    pipe.hsetnx(meta, "shards", shards)
+    pipe.hget(meta, "shards")
+    _, recorded = pipe.execute()
+    if int(recorded) != shards:
+        raise ValueError(
+            f"shards={shards} but {name!r} was created with {int(recorded)} shards ({meta})"
+        )
