@@ -8,11 +8,15 @@ aggregates. Needs the ``redis`` extra: ``pip install "elmstate[redis]"``;
 from __future__ import annotations
 
 from ._common import parse_id, shard_of
-from ._streams import StreamConsumer, StreamProducer
+from ._keyed import Emit, KeyedProducer, Program
+from ._worker import KeyedWorker, Stats
 
 __all__ = [
-    "StreamConsumer",
-    "StreamProducer",
+    "Emit",
+    "KeyedProducer",
+    "KeyedWorker",
+    "Program",
+    "Stats",
     "parse_id",
     "shard_of",
 ]

@@ -1,0 +1,715 @@
+"""``KeyedWorker``: runs a keyed program over the shards it owns, effectively once.
+
+A worker owns shards under leases (_leases.py), reads a page of a shard with
+the lease check in the same server step, groups the page by key and runs
+``aggregate(..., feed="inline")`` per key on a versioned store, the snapshot
+wrapped in an envelope (_envelope.py) that records the last applied entry id.
+The page is acknowledged only after every key of it was saved and its outbox
+published. docs/redis.md states the rules; the comments here say why.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable, Generic
+
+import redis
+
+from .. import _validate as check
+from .._aggregate import aggregate
+from .._backend import core
+from .._errors import Conflict
+from ..typing import Dehydrator, Hydrator, Init, Model, Msg, Update, View
+from . import _envelope
+from ._common import (
+    KEY,
+    PAYLOAD,
+    Decode,
+    EntryId,
+    after,
+    client_arg,
+    codec_arg,
+    count_arg,
+    format_id,
+    json_decode,
+    json_encode,
+    name_arg,
+    parse_id,
+    record_shards,
+    shard_of,
+    shard_stream,
+    socket_timeout,
+)
+from ._envelope import Envelope, Outgoing
+from ._keyed import Emit
+from ._leases import Leases
+
+log = logging.getLogger("elmstate.redis")
+
+# How long an idle worker blocks waiting for new entries: also how long it may
+# take to notice that its ctx ended.
+IDLE = 0.1
+# Backoff after an error of Redis or the store (not of the program), doubling
+# up to the cap; after this many in a row without progress, the error propagates.
+BACKOFF = 0.05
+BACKOFF_CAP = 2.0
+GIVE_UP = 12
+# Backoff before retrying an entry that made the program raise.
+RETRY = 0.02
+RETRY_CAP = 1.0
+# Redis errors that a reconnect may cure.
+_TRANSIENT = (redis.ConnectionError, redis.TimeoutError)
+
+
+class _StoreError(Exception):
+    """A store call failed (not the program): the page is rolled back and retried."""
+
+
+class _Lost(Exception):
+    """A save conflicted with a newer one: another worker owns the shard now."""
+
+
+@dataclass
+class _Entry:
+    id: EntryId
+    raw: bytes  # the id as Redis spells it
+    key: str
+    payload: bytes
+
+
+@dataclass
+class _Shard:
+    index: int
+    stream: str
+    lease_key: str
+    # Pending entries after this id are read first: "0" after taking the shard
+    # over (everything its former owner left unacknowledged), then the last id
+    # handled (anything after it was delivered with a lost reply).
+    cursor: str = "0"
+    tail: str = "0-0"  # the newest entry seen, to block on when idle
+    # Keys whose oldest unapplied entry made the program raise: their entries
+    # wait here (read, unacknowledged) until it succeeds or is dead-lettered.
+    held: dict[str, list[_Entry]] = field(default_factory=dict)
+    retry_at: dict[str, float] = field(default_factory=dict)
+    # key -> the version whose outbox this worker has published.
+    published: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class _Result:
+    """A key's state once its entries of a page are handled."""
+
+    version: int
+    envelope: Envelope
+    done: list[_Entry]  # applied or skipped: to acknowledge
+    waiting: list[_Entry]  # from the failing entry on: to hold
+    error: BaseException | None = None
+
+
+@dataclass(frozen=True)
+class Stats:
+    """A worker's counts since it started, and the lag of each shard it owns."""
+
+    processed: int
+    skipped: int
+    dead_lettered: int
+    conflicts: int
+    shards_owned: int
+    lag: dict[int, int]
+
+
+class _Versioned:
+    """The store as one key's aggregate sees it.
+
+    The root key's envelope is read before the aggregate runs (to skip entries
+    already applied); this hands the aggregate the program's bytes and wraps
+    what it saves. Errors of the store itself are told apart from the program's.
+    """
+
+    __slots__ = ("_store", "_key", "_value", "_version", "wrap", "saved")
+
+    def __init__(self, store: Any, key: str, inner: bytes | None, version: int) -> None:
+        self._store = store
+        self._key = key
+        self._value = inner
+        self._version = version
+        self.wrap: Callable[[bytes, int], bytes] = _unset_wrap
+        self.saved: tuple[int, bytes] | None = None
+
+    def load_versioned(self, ctx: Any, key: str) -> tuple[bytes | None, int]:
+        if key == self._key:
+            return self._value, self._version
+        return self.load(ctx, key), 0  # not reached: aggregate loads others with load
+
+    def load(self, ctx: Any, key: str) -> bytes | None:
+        # A read-only model saved by a worker is an envelope too.
+        try:
+            value = self._store.load(ctx, key)
+        except Exception as exc:
+            raise _StoreError(exc) from exc
+        return _envelope.unwrap(value).inner
+
+    def store(self, ctx: Any, key: str, value: bytes) -> None:
+        raise TypeError("a keyed worker saves by compare-and-set only")
+
+    def store_versioned(self, ctx: Any, key: str, value: bytes, version: int) -> int:
+        wrapped = self.wrap(value, version)
+        try:
+            new = self._store.store_versioned(ctx, key, wrapped, version)
+        except Conflict:
+            raise
+        except Exception as exc:
+            raise _StoreError(exc) from exc
+        self.saved = (new, wrapped)
+        return int(new)
+
+
+def _unset_wrap(value: bytes, version: int) -> bytes:
+    raise AssertionError("wrap is set before the aggregate runs")
+
+
+check.register(check.STORES, _Versioned)
+
+
+def _no_view(model: Any) -> None:
+    return None
+
+
+def _default_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class KeyedWorker(Generic[Model, Msg]):
+    """Processes the logical stream ``name`` per key, on the shards it holds leases on.
+
+    See docs/redis.md. ``run(ctx)`` works until ``ctx`` ends; ``stats()`` and
+    ``load(ctx, key)`` may be called from any thread, ``load`` from any process.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        name: str,
+        *,
+        shards: int,
+        store: Any,
+        init: Init[Model, Msg],
+        update: Update[Model, Msg],
+        hydrator: Hydrator[Model],
+        dehydrator: Dehydrator[Model],
+        view: View[Model] | None = None,
+        group: str = "elmstate",
+        worker_id: str | None = None,
+        lease: float = 10.0,
+        page: int = 100,
+        max_failures: int = 3,
+        decode: Decode | None = None,
+        output: str | None = None,
+        trim: bool = True,
+    ) -> None:
+        self._client = client_arg(client)
+        self._name = name_arg("name", name)
+        self._shards = count_arg("shards", shards)
+        check.has_methods("store", store, "load", "load_versioned", "store_versioned")
+        for arg, value in (
+            ("init", init),
+            ("update", update),
+            ("hydrator", hydrator),
+            ("dehydrator", dehydrator),
+        ):
+            check.callable_arg(arg, value)
+        check.optional_callable_arg("view", view)
+        self._group = name_arg("group", group)
+        self._id = _default_worker_id() if worker_id is None else name_arg("worker_id", worker_id)
+        self._lease = check.seconds_arg("lease", lease)
+        if self._lease <= 0:
+            raise ValueError(f"lease must be positive, got {lease!r}")
+        self._page = count_arg("page", page)
+        self._max_failures = count_arg("max_failures", max_failures)
+        self._decode: Decode = codec_arg("decode", decode, json_decode)
+        if output is not None:
+            name_arg("output", output)
+        if not isinstance(trim, bool):
+            raise TypeError(f"trim must be a bool, not {type(trim).__name__}")
+        self._store = store
+        self._init = init
+        self._update = update
+        self._hydrator = hydrator
+        self._dehydrator = dehydrator
+        self._view = _no_view if view is None else view
+        self._output = output
+        self._trim = trim
+        # An idle worker blocks in XREAD; redis-py's socket timeout would cut
+        # a longer block short with an error.
+        timeout = socket_timeout(self._client)
+        self._idle = IDLE if timeout is None else min(IDLE, timeout / 2)
+        record_shards(self._client, self._name, self._shards)
+        self._output_shards = 0
+        if output is not None:
+            self._output_shards = _output_shards(self._client, output, self._shards)
+        self._leases = Leases(self._client, self._name, self._shards, self._id, self._lease)
+        self._owned: dict[int, _Shard] = {}
+        self._failures: dict[tuple[int, bytes], int] = {}
+        self._processed = 0
+        self._skipped = 0
+        self._dead = 0
+        self._conflicts = 0
+        self._next_beat = 0.0
+        for shard in range(self._shards):
+            _create_group(self._client, shard_stream(self._name, shard), self._group)
+
+    @property
+    def worker_id(self) -> str:
+        return self._id
+
+    def __repr__(self) -> str:
+        return f"KeyedWorker(name={self._name!r}, shards={self._shards}, worker_id={self._id!r})"
+
+    # -- public -----------------------------------------------------------------
+
+    def run(self, ctx: Any = None) -> None:
+        """Process the owned shards until ``ctx`` ends; then release them and return."""
+        ctx = check_context(ctx)
+        errors = 0
+        try:
+            while not ctx.done:
+                try:
+                    busy = self._step(ctx)
+                    errors = 0
+                except _StoreError as exc:
+                    errors = self._backoff(ctx, errors, exc.__cause__ or exc)
+                    continue
+                except _TRANSIENT as exc:
+                    errors = self._backoff(ctx, errors, exc)
+                    continue
+                if not busy:
+                    self._wait(ctx)
+        finally:
+            self._release()
+
+    def stats(self) -> Stats:
+        """Counts since this worker started; lag = entries the group has not acknowledged."""
+        owned = sorted(self._owned)
+        lag: dict[int, int] = {}
+        for shard in owned:
+            lag[shard] = _group_lag(self._client, shard_stream(self._name, shard), self._group)
+        return Stats(
+            processed=self._processed,
+            skipped=self._skipped,
+            dead_lettered=self._dead,
+            conflicts=self._conflicts,
+            shards_owned=len(owned),
+            lag=lag,
+        )
+
+    def load(self, ctx: Any, key: str) -> Model | None:
+        """The model saved for ``key`` (read-only models not resolved), or None."""
+        check.key_arg("key", key)
+        ctx = check_context(ctx)
+        inner = _envelope.unwrap(self._store.load(ctx, key)).inner
+        if inner is None:
+            return None
+        model, _ = self._hydrator(ctx, key, inner)
+        return model
+
+    # -- the loop ---------------------------------------------------------------
+
+    def _step(self, ctx: Any) -> bool:
+        """One round over the owned shards; whether any had work."""
+        now = time.monotonic()
+        if now >= self._next_beat:
+            self._beat("balance")
+        busy = False
+        for shard in list(self._owned.values()):
+            if ctx.done:
+                break
+            if shard.index not in self._owned:
+                continue
+            try:
+                busy = self._page_of(ctx, shard) or busy
+            except _Lost:
+                self._drop(shard, release=True)
+        return busy
+
+    def _beat(self, mode: str) -> None:
+        owned, gave = self._leases.heartbeat(mode)
+        self._next_beat = time.monotonic() + self._lease / 3
+        for index in gave:
+            self._owned.pop(index, None)
+        for index in list(self._owned):
+            if index not in owned:  # the lease lapsed: another worker may hold it
+                log.warning("worker %s lost the lease of %s", self._id, self._stream(index))
+                self._drop(self._owned[index], release=False)
+        for index in owned:
+            if index not in self._owned:
+                self._owned[index] = _Shard(index, self._stream(index), self._leases.keys[index])
+
+    def _stream(self, index: int) -> str:
+        return shard_stream(self._name, index)
+
+    def _drop(self, shard: _Shard, *, release: bool) -> None:
+        self._owned.pop(shard.index, None)
+        for key in list(self._failures):
+            if key[0] == shard.index:
+                del self._failures[key]
+        if release:
+            self._client.eval(
+                "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end",
+                1,
+                shard.lease_key,
+                self._id,
+            )
+
+    def _release(self) -> None:
+        try:
+            self._leases.heartbeat("release")
+        except Exception as exc:  # the leases lapse on their own
+            log.warning("worker %s could not release its leases: %r", self._id, exc)
+        self._owned.clear()
+
+    def _wait(self, ctx: Any) -> None:
+        """Block until an owned shard has new entries, a retry or heartbeat is due,
+        or IDLE passed."""
+        now = time.monotonic()
+        deadline = min(self._next_beat, now + self._idle)
+        for shard in self._owned.values():
+            for at in shard.retry_at.values():
+                deadline = min(deadline, at)
+        timeout = deadline - now
+        if timeout <= 0:
+            return
+        if not self._owned:
+            ctx.wait(timeout)
+            return
+        streams: dict[Any, Any] = {shard.stream: shard.tail for shard in self._owned.values()}
+        self._client.xread(streams, count=1, block=max(1, int(timeout * 1000)))
+
+    def _backoff(self, ctx: Any, errors: int, exc: BaseException) -> int:
+        errors += 1
+        if errors >= GIVE_UP:
+            raise exc
+        delay = min(BACKOFF * 2 ** (errors - 1), BACKOFF_CAP)
+        log.warning(
+            "worker %s: %s: %s; retrying in %.2fs", self._id, type(exc).__name__, exc, delay
+        )
+        # The page in flight was not acknowledged: read it again from the start.
+        for shard in self._owned.values():
+            shard.cursor = "0"
+            shard.held.clear()
+            shard.retry_at.clear()
+        ctx.wait(delay)
+        return errors
+
+    # -- one page ---------------------------------------------------------------
+
+    def _page_of(self, ctx: Any, shard: _Shard) -> bool:
+        reply = self._leases.read(
+            keys=[shard.lease_key, shard.stream],
+            args=[self._id, self._group, self._id_consumer, self._page, shard.cursor],
+        )
+        if reply is None:  # the lease lapsed: someone else may read it now
+            self._drop(shard, release=False)
+            return False
+        raw_entries, tail = reply
+        if tail:
+            shard.tail = tail.decode()
+        now = time.monotonic()
+        due = [k for k, at in shard.retry_at.items() if at <= now]
+        if not raw_entries and not due:
+            return False
+        groups: dict[str, list[_Entry]] = {}
+        for key in due:
+            del shard.retry_at[key]
+            groups[key] = shard.held.pop(key)
+        acks: list[bytes] = []
+        last: EntryId | None = None
+        for raw_id, fields in raw_entries:
+            last = parse_id(raw_id)
+            if fields is None:  # deleted or trimmed while pending: nothing to apply
+                acks.append(raw_id)
+                self._skipped += 1
+                continue
+            entry = self._entry(shard, raw_id, last, fields)
+            if entry is None:
+                continue
+            if entry.key in shard.held:  # behind an entry that failed: waits
+                shard.held[entry.key].append(entry)
+            else:
+                groups.setdefault(entry.key, []).append(entry)
+        if last is not None:
+            shard.cursor = format_id(last)
+            shard.tail = max(shard.tail, shard.cursor, key=parse_id)
+        results: dict[str, _Result] = {}
+        for key, entries in groups.items():
+            if ctx.done:  # roll the page back: not acknowledged, read again later
+                shard.cursor = "0"
+                shard.held.clear()
+                shard.retry_at.clear()
+                return True
+            if time.monotonic() >= self._next_beat:  # a long page: keep the leases
+                self._beat("renew")
+                if shard.index not in self._owned:
+                    return True
+            result = self._key(ctx, shard, key, entries)
+            results[key] = result
+            acks.extend(e.raw for e in result.done)
+            if result.waiting:
+                self._failed(shard, key, result)
+        self._finish(shard, results, acks)
+        return True
+
+    @property
+    def _id_consumer(self) -> str:
+        # One consumer per shard, whoever owns it: its pending entries are the
+        # shard's, and a new owner reads them first without claiming them.
+        return "owner"
+
+    def _entry(self, shard: _Shard, raw_id: bytes, entry_id: EntryId, fields: Any) -> _Entry | None:
+        """The entry, or None after dead-lettering one that is not ours to read."""
+        if isinstance(fields, list):  # Lua hands back a flat array
+            fields = dict(zip(fields[::2], fields[1::2]))
+        key = fields.get(KEY)
+        payload = fields.get(PAYLOAD)
+        problem = None
+        if key is None or payload is None:
+            names = ", ".join(sorted(repr(f.decode(errors="replace")) for f in fields))
+            problem = f"entry has no {'key' if key is None else 'payload'} field (fields: {names})"
+        else:
+            try:
+                text = key.decode()
+            except UnicodeDecodeError:
+                problem = "entry's key is not UTF-8"
+        if problem is not None:
+            self._dead_letter(shard, raw_id, key or b"", payload or b"", ValueError(problem))
+            return None
+        return _Entry(entry_id, raw_id, text, payload)
+
+    def _key(self, ctx: Any, shard: _Shard, key: str, entries: list[_Entry]) -> _Result:
+        """Apply ``entries`` to ``key``; on a program error, isolate the entry at fault."""
+        result = self._apply(ctx, shard, key, entries)
+        if result.error is None or len(result.waiting) == 1:
+            return result
+        # Which entry failed? Apply them one at a time up to the first that fails.
+        done = list(result.done)
+        for i in range(len(done), len(entries)):
+            single = self._apply(ctx, shard, key, [entries[i]])
+            if single.error is not None:
+                return _Result(single.version, single.envelope, done, entries[i:], single.error)
+            done.append(entries[i])
+        return _Result(single.version, single.envelope, done, [])
+
+    def _apply(self, ctx: Any, shard: _Shard, key: str, entries: list[_Entry]) -> _Result:
+        try:
+            value, version = self._store.load_versioned(ctx, key)
+        except Exception as exc:
+            raise _StoreError(exc) from exc
+        try:
+            envelope = _envelope.unwrap(value)
+        except ValueError as exc:  # a damaged envelope fails every entry of the key
+            return _Result(version, _envelope.ABSENT, [], entries, exc)
+        applied = envelope.applied
+        fresh = entries if applied is None else [e for e in entries if e.id > applied]
+        skipped = len(entries) - len(fresh)
+        self._skipped += skipped
+        if not fresh:
+            return _Result(version, envelope, entries, [])
+        outbox: list[Emit] = []
+        decode, update = self._decode, self._update
+        output = self._output
+
+        def fetch(_: Any) -> tuple[list[Any], bool]:
+            return [decode(e.payload) for e in fresh], False
+
+        def keyed_update(message: Any) -> Any:
+            if type(message) is Emit:
+                if output is None:
+                    raise ValueError("a command returned Emit, but this worker has no output")
+                outbox.append(message)
+                return None
+            return update(message)
+
+        target = fresh[-1].id
+        carried = envelope.outbox
+        if shard.published.get(key) == version:
+            carried = ()  # published by this worker: no need to carry it on
+
+        def wrap(inner: bytes, loaded: int) -> bytes:
+            new = loaded + 1
+            items = carried + tuple(
+                Outgoing(f"{key}:{new}:{i}", emit.key, json_encode(emit.message))
+                for i, emit in enumerate(outbox)
+            )
+            inner = check.bytes_value(inner, "dehydrator must return bytes")
+            return _envelope.wrap(target, items, inner)
+
+        versioned = _Versioned(self._store, key, envelope.inner, version)
+        versioned.wrap = wrap
+        buffer = core.Buffer()
+        try:
+            aggregate(
+                self._init,
+                keyed_update,
+                self._view,
+                buffer,
+                buffer.new_consumer(),
+                fetch,
+                versioned,
+                self._hydrator,
+                self._dehydrator,
+                key,
+                feed="inline",
+            )
+        except _StoreError:
+            raise
+        except Conflict:
+            return self._conflicted(ctx, shard, key, entries, target)
+        except Exception as exc:  # the program's: decode, init, update, view, ...
+            return _Result(version, envelope, entries[:skipped], fresh, exc)
+        finally:
+            buffer.close()
+        assert versioned.saved is not None
+        new_version, wrapped = versioned.saved
+        self._processed += len(fresh)
+        return _Result(new_version, _envelope.unwrap(wrapped), entries, [])
+
+    def _conflicted(
+        self, ctx: Any, shard: _Shard, key: str, entries: list[_Entry], target: EntryId
+    ) -> _Result:
+        """A save conflicted. If the stored snapshot already covers these entries, the
+        save landed (its reply was lost, and it was re-sent) or another worker applied
+        them: either way they are applied. Else a newer owner is at work."""
+        try:
+            value, version = self._store.load_versioned(ctx, key)
+        except Exception as exc:
+            raise _StoreError(exc) from exc
+        envelope = _envelope.unwrap(value)
+        if envelope.applied is not None and envelope.applied >= target:
+            return _Result(version, envelope, entries, [])
+        self._conflicts += 1
+        log.warning("worker %s: %s changed under it; giving up %s", self._id, key, shard.stream)
+        raise _Lost(key)
+
+    def _failed(self, shard: _Shard, key: str, result: _Result) -> None:
+        """Count a failure of the key's first waiting entry; dead-letter it at the limit."""
+        head = result.waiting[0]
+        count = self._failures.get((shard.index, head.raw), 0) + 1
+        error = result.error
+        assert error is not None
+        log.warning(
+            "worker %s: %s entry %s failed (%d of %d): %s",
+            self._id,
+            shard.stream,
+            head.raw.decode(),
+            count,
+            self._max_failures,
+            _describe(error),
+        )
+        rest = result.waiting
+        if count >= self._max_failures:
+            self._failures.pop((shard.index, head.raw), None)
+            self._dead_letter(shard, head.raw, head.key.encode(), head.payload, error)
+            rest = rest[1:]
+            delay = 0.0
+        else:
+            self._failures[(shard.index, head.raw)] = count
+            delay = min(RETRY * 2 ** (count - 1), RETRY_CAP)
+        if rest:
+            shard.held[key] = rest + shard.held.get(key, [])
+            shard.retry_at[key] = time.monotonic() + delay
+
+    def _dead_letter(
+        self, shard: _Shard, raw_id: bytes, key: bytes, payload: bytes, error: BaseException
+    ) -> None:
+        done = self._leases.dead(
+            keys=[shard.lease_key, shard.stream, f"{self._name}:dead"],
+            args=[
+                self._id,
+                self._group,
+                raw_id,
+                "key",
+                key,
+                "payload",
+                payload,
+                "error",
+                _describe(error),
+                "shard",
+                shard.index,
+                "id",
+                raw_id,
+            ],
+        )
+        if not done:
+            raise _Lost(shard.stream)
+        self._dead += 1
+
+    def _finish(self, shard: _Shard, results: dict[str, _Result], acks: list[bytes]) -> None:
+        """Publish every outbox of the page, acknowledge it, and trim below it."""
+        pipe = self._client.pipeline(transaction=True)
+        publish: list[tuple[str, int]] = []
+        for key, result in results.items():
+            outbox = result.envelope.outbox
+            if outbox and shard.published.get(key) != result.version:
+                for item in outbox:
+                    pipe.xadd(
+                        shard_stream(self._output or "", shard_of(item.key, self._output_shards)),
+                        {KEY: item.key.encode(), PAYLOAD: item.payload, b"dedupe": item.dedupe},
+                    )
+                publish.append((key, result.version))
+        if acks:
+            pipe.xack(shard.stream, self._group, *acks)
+        if self._trim and shard.cursor != "0":
+            oldest = after(parse_id(shard.cursor))
+            held = [e.id for entries in shard.held.values() for e in entries]
+            if held:
+                oldest = min(format_id(min(held)), oldest, key=parse_id)
+            pipe.xtrim(shard.stream, minid=oldest, approximate=True)
+        if len(pipe):
+            pipe.execute()
+        for key, version in publish:
+            shard.published[key] = version
+
+
+def _describe(error: BaseException) -> str:
+    return "".join(traceback.format_exception_only(type(error), error)).strip()
+
+
+def _create_group(client: redis.Redis, stream: str, group: str) -> None:
+    try:
+        client.xgroup_create(stream, group, id="0", mkstream=True)
+    except redis.ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+def _group_lag(client: redis.Redis, stream: str, group: str) -> int:
+    for info in client.xinfo_groups(stream):
+        if info["name"].decode() == group:
+            lag = info.get("lag")
+            if lag is None:  # Redis cannot tell (entries deleted): count them
+                lag = len(
+                    client.xrange(stream, min=after(parse_id(info["last-delivered-id"]))) or ()
+                )
+            return int(info["pending"]) + int(lag)
+    return 0
+
+
+def _output_shards(client: redis.Redis, output: str, default: int) -> int:
+    meta = f"{output}:meta"
+    pipe = client.pipeline(transaction=True)
+    pipe.hsetnx(meta, "shards", default)
+    pipe.hget(meta, "shards")
+    return int(pipe.execute()[1])
+
+
+def check_context(ctx: Any) -> Any:
+    if ctx is None:
+        return core.Context()
+    if not isinstance(ctx, core.Context):
+        raise check.not_context("ctx", ctx)
+    return ctx
