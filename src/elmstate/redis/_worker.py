@@ -17,7 +17,7 @@ import time
 import traceback
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generic
+from typing import Any, Generic
 
 import redis
 
@@ -124,27 +124,61 @@ class Stats:
     lag: dict[int, int]
 
 
-class _Versioned:
-    """The store as one key's aggregate sees it.
+class _KeyRun:
+    """One key's aggregate, as the worker runs it: its store, fetcher and update.
 
-    The root key's envelope is read before the aggregate runs (to skip entries
-    already applied); this hands the aggregate the program's bytes and wraps
-    what it saves. Errors of the store itself are told apart from the program's.
+    One per worker, reset for each key (a closure or two per key cost more than
+    the rest of the worker's own work). As the store, it hands the aggregate the
+    program's bytes of the root key, whose envelope the worker read beforehand
+    (to skip entries already applied), and wraps what it saves; errors of the
+    store itself are told apart from the program's. As the fetcher it decodes
+    the key's fresh entries; its update keeps ``Emit`` messages in the outbox.
     """
 
-    __slots__ = ("_store", "_key", "_value", "_version", "wrap", "saved")
+    __slots__ = (
+        "_store",
+        "_decode",
+        "_update",
+        "_output",
+        "key",
+        "inner",
+        "version",
+        "payloads",
+        "target",
+        "carried",
+        "outbox",
+        "saved",
+    )
 
-    def __init__(self, store: Any, key: str, inner: bytes | None, version: int) -> None:
+    def __init__(self, store: Any, decode: Decode, update: Any, output: str | None) -> None:
         self._store = store
-        self._key = key
-        self._value = inner
-        self._version = version
-        self.wrap: Callable[[bytes, int], bytes] = _unset_wrap
-        self.saved: tuple[int, bytes] | None = None
+        self._decode = decode
+        self._update = update
+        self._output = output
+        self.key = ""
+        self.inner: bytes | None = None
+        self.version = 0
+        self.payloads: list[bytes] = []
+        self.target: EntryId = (0, 0)
+        self.carried: tuple[Outgoing, ...] = ()
+        self.outbox: list[Emit] = []
+        self.saved: tuple[int, Envelope] | None = None
+
+    def fetch(self, ctx: Any) -> tuple[list[Any], bool]:
+        decode = self._decode
+        return [decode(payload) for payload in self.payloads], False
+
+    def update(self, message: Any) -> Any:
+        if type(message) is Emit:
+            if self._output is None:
+                raise ValueError("a command returned Emit, but this worker has no output")
+            self.outbox.append(message)
+            return None
+        return self._update(message)
 
     def load_versioned(self, ctx: Any, key: str) -> tuple[bytes | None, int]:
-        if key == self._key:
-            return self._value, self._version
+        if key == self.key:
+            return self.inner, self.version
         return self.load(ctx, key), 0  # not reached: aggregate loads others with load
 
     def load(self, ctx: Any, key: str) -> bytes | None:
@@ -159,22 +193,25 @@ class _Versioned:
         raise TypeError("a keyed worker saves by compare-and-set only")
 
     def store_versioned(self, ctx: Any, key: str, value: bytes, version: int) -> int:
-        wrapped = self.wrap(value, version)
+        inner = check.bytes_value(value, "dehydrator must return bytes")
+        new = version + 1  # what store_versioned returns: the dedupe ids name it
+        items = self.carried + tuple(
+            Outgoing(f"{key}:{new}:{i}", emit.key, json_encode(emit.message))
+            for i, emit in enumerate(self.outbox)
+        )
         try:
-            new = self._store.store_versioned(ctx, key, wrapped, version)
+            stored = self._store.store_versioned(
+                ctx, key, _envelope.wrap(self.target, items, inner), version
+            )
         except Conflict:
             raise
         except Exception as exc:
             raise _StoreError(exc) from exc
-        self.saved = (new, wrapped)
-        return int(new)
+        self.saved = (int(stored), Envelope(self.target, items, inner))
+        return int(stored)
 
 
-def _unset_wrap(value: bytes, version: int) -> bytes:
-    raise AssertionError("wrap is set before the aggregate runs")
-
-
-check.register(check.STORES, _Versioned)
+check.register(check.STORES, _KeyRun)
 
 
 def _no_view(model: Any) -> None:
@@ -254,6 +291,10 @@ class KeyedWorker(Generic[Model, Msg]):
         if output is not None:
             self._output_shards = _output_shards(self._client, output, self._shards)
         self._leases = Leases(self._client, self._name, self._shards, self._id, self._lease)
+        self._run = _KeyRun(store, self._decode, update, output)
+        # One queue for every key's batch: a batch that succeeded leaves it drained.
+        self._buffer = core.Buffer()
+        self._consumer = self._buffer.new_consumer()
         self._owned: dict[int, _Shard] = {}
         self._failures: dict[tuple[int, bytes], int] = {}
         self._processed = 0
@@ -519,64 +560,48 @@ class KeyedWorker(Generic[Model, Msg]):
         self._skipped += skipped
         if not fresh:
             return _Result(version, envelope, entries, [])
-        outbox: list[Emit] = []
-        decode, update = self._decode, self._update
-        output = self._output
-
-        def fetch(_: Any) -> tuple[list[Any], bool]:
-            return [decode(e.payload) for e in fresh], False
-
-        def keyed_update(message: Any) -> Any:
-            if type(message) is Emit:
-                if output is None:
-                    raise ValueError("a command returned Emit, but this worker has no output")
-                outbox.append(message)
-                return None
-            return update(message)
-
-        target = fresh[-1].id
-        carried = envelope.outbox
-        if shard.published.get(key) == version:
-            carried = ()  # published by this worker: no need to carry it on
-
-        def wrap(inner: bytes, loaded: int) -> bytes:
-            new = loaded + 1
-            items = carried + tuple(
-                Outgoing(f"{key}:{new}:{i}", emit.key, json_encode(emit.message))
-                for i, emit in enumerate(outbox)
-            )
-            inner = check.bytes_value(inner, "dehydrator must return bytes")
-            return _envelope.wrap(target, items, inner)
-
-        versioned = _Versioned(self._store, key, envelope.inner, version)
-        versioned.wrap = wrap
-        buffer = core.Buffer()
+        run = self._run
+        run.key = key
+        run.inner = envelope.inner
+        run.version = version
+        run.payloads = [e.payload for e in fresh]
+        run.target = target = fresh[-1].id
+        # An outbox that this worker published is not carried into the next save.
+        run.carried = () if shard.published.get(key) == version else envelope.outbox
+        run.outbox = []
+        run.saved = None
         try:
             aggregate(
                 self._init,
-                keyed_update,
+                run.update,
                 self._view,
-                buffer,
-                buffer.new_consumer(),
-                fetch,
-                versioned,
+                self._buffer,
+                self._consumer,
+                run.fetch,
+                run,
                 self._hydrator,
                 self._dehydrator,
                 key,
                 feed="inline",
             )
         except _StoreError:
+            self._new_buffer()
             raise
         except Conflict:
             return self._conflicted(ctx, shard, key, entries, target)
         except Exception as exc:  # the program's: decode, init, update, view, ...
+            # A failed batch may leave messages in its queue: the next key gets a new one.
+            self._new_buffer()
             return _Result(version, envelope, entries[:skipped], fresh, exc)
-        finally:
-            buffer.close()
-        assert versioned.saved is not None
-        new_version, wrapped = versioned.saved
+        assert run.saved is not None
+        new_version, saved = run.saved
         self._processed += len(fresh)
-        return _Result(new_version, _envelope.unwrap(wrapped), entries, [])
+        return _Result(new_version, saved, entries, [])
+
+    def _new_buffer(self) -> None:
+        self._buffer.close()
+        self._buffer = core.Buffer()
+        self._consumer = self._buffer.new_consumer()
 
     def _conflicted(
         self, ctx: Any, shard: _Shard, key: str, entries: list[_Entry], target: EntryId
