@@ -110,6 +110,9 @@ class _Result:
     done: list[_Entry]  # applied or skipped: to acknowledge
     waiting: list[_Entry]  # from the failing entry on: to hold
     error: BaseException | None = None
+    # A save put off to the end of the page (stores that save many keys at
+    # once): (wrapped value, the version it is based on, entries applied).
+    pending: tuple[bytes, int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -148,6 +151,8 @@ class _KeyRun:
         "carried",
         "outbox",
         "saved",
+        "defer",
+        "deferred",
     )
 
     def __init__(self, store: Any, decode: Decode, update: Any, output: str | None) -> None:
@@ -163,6 +168,8 @@ class _KeyRun:
         self.carried: tuple[Outgoing, ...] = ()
         self.outbox: list[Emit] = []
         self.saved: tuple[int, Envelope] | None = None
+        self.defer = False  # the page saves every key at once: only record the save
+        self.deferred: bytes | None = None
 
     def fetch(self, ctx: Any) -> tuple[list[Any], bool]:
         decode = self._decode
@@ -199,10 +206,13 @@ class _KeyRun:
             Outgoing(f"{key}:{new}:{i}", emit.key, json_encode(emit.message))
             for i, emit in enumerate(self.outbox)
         )
+        wrapped = _envelope.wrap(self.target, items, inner)
+        if self.defer:
+            self.deferred = wrapped
+            self.saved = (new, Envelope(self.target, items, inner))
+            return new
         try:
-            stored = self._store.store_versioned(
-                ctx, key, _envelope.wrap(self.target, items, inner), version
-            )
+            stored = self._store.store_versioned(ctx, key, wrapped, version)
         except Conflict:
             raise
         except Exception as exc:
@@ -292,6 +302,10 @@ class KeyedWorker(Generic[Model, Msg]):
             self._output_shards = _output_shards(self._client, output, self._shards)
         self._leases = Leases(self._client, self._name, self._shards, self._id, self._lease)
         self._run = _KeyRun(store, self._decode, update, output)
+        # A store that saves many keys in one step saves a page's keys together.
+        self._many = callable(getattr(store, "load_many_versioned", None)) and callable(
+            getattr(store, "store_many_versioned", None)
+        )
         # One queue for every key's batch: a batch that succeeded leaves it drained.
         self._buffer = core.Buffer()
         self._consumer = self._buffer.new_consumer()
@@ -486,6 +500,13 @@ class KeyedWorker(Generic[Model, Msg]):
         if last is not None:
             shard.cursor = format_id(last)
             shard.tail = max(shard.tail, shard.cursor, key=parse_id)
+        loads: dict[str, tuple[bytes | None, int]] = {}
+        if self._many and groups:
+            keys = list(groups)
+            try:
+                loads = dict(zip(keys, self._store.load_many_versioned(ctx, keys)))
+            except Exception as exc:
+                raise _StoreError(exc) from exc
         results: dict[str, _Result] = {}
         for key, entries in groups.items():
             if ctx.done:  # roll the page back: not acknowledged, read again later
@@ -497,13 +518,47 @@ class KeyedWorker(Generic[Model, Msg]):
                 self._beat("renew")
                 if shard.index not in self._owned:
                     return True
-            result = self._key(ctx, shard, key, entries)
+            result = self._key(ctx, shard, key, entries, loads.get(key))
             results[key] = result
             acks.extend(e.raw for e in result.done)
             if result.waiting:
                 self._failed(shard, key, result)
+        if loads:
+            self._save_page(ctx, shard, results, groups)
         self._finish(shard, results, acks)
         return True
+
+    def _save_page(
+        self,
+        ctx: Any,
+        shard: _Shard,
+        results: dict[str, _Result],
+        groups: dict[str, list[_Entry]],
+    ) -> None:
+        """Save the page's keys in one all-or-nothing step; on a conflict, key by key
+        (to tell lost replies and keys another worker already applied from rivals)."""
+        items = []
+        applied = 0
+        for key, result in results.items():
+            if result.pending is not None:
+                items.append((key, result.pending[0], result.pending[1]))
+                applied += result.pending[2]
+        if not items:
+            return
+        try:
+            self._store.store_many_versioned(ctx, items)
+        except Conflict:
+            for key, value, version in items:
+                try:
+                    self._store.store_versioned(ctx, key, value, version)
+                except Conflict:
+                    entries = groups[key]
+                    results[key] = self._conflicted(ctx, shard, key, entries, entries[-1].id)
+                except Exception as exc:
+                    raise _StoreError(exc) from exc
+        except Exception as exc:
+            raise _StoreError(exc) from exc
+        self._processed += applied  # (or by another worker, where a conflict says so)
 
     @property
     def _id_consumer(self) -> str:
@@ -531,9 +586,21 @@ class KeyedWorker(Generic[Model, Msg]):
             return None
         return _Entry(entry_id, raw_id, text, payload)
 
-    def _key(self, ctx: Any, shard: _Shard, key: str, entries: list[_Entry]) -> _Result:
-        """Apply ``entries`` to ``key``; on a program error, isolate the entry at fault."""
-        result = self._apply(ctx, shard, key, entries)
+    def _key(
+        self,
+        ctx: Any,
+        shard: _Shard,
+        key: str,
+        entries: list[_Entry],
+        loaded: tuple[bytes | None, int] | None = None,
+    ) -> _Result:
+        """Apply ``entries`` to ``key``; on a program error, isolate the entry at fault.
+
+        With ``loaded`` (the page's keys were loaded at once) the save is put off
+        to the end of the page; the entries of a key that failed are retried one
+        at a time, each saved at once.
+        """
+        result = self._apply(ctx, shard, key, entries, loaded)
         if result.error is None or len(result.waiting) == 1:
             return result
         # Which entry failed? Apply them one at a time up to the first that fails.
@@ -545,11 +612,21 @@ class KeyedWorker(Generic[Model, Msg]):
             done.append(entries[i])
         return _Result(single.version, single.envelope, done, [])
 
-    def _apply(self, ctx: Any, shard: _Shard, key: str, entries: list[_Entry]) -> _Result:
-        try:
-            value, version = self._store.load_versioned(ctx, key)
-        except Exception as exc:
-            raise _StoreError(exc) from exc
+    def _apply(
+        self,
+        ctx: Any,
+        shard: _Shard,
+        key: str,
+        entries: list[_Entry],
+        loaded: tuple[bytes | None, int] | None = None,
+    ) -> _Result:
+        if loaded is None:
+            try:
+                value, version = self._store.load_versioned(ctx, key)
+            except Exception as exc:
+                raise _StoreError(exc) from exc
+        else:
+            value, version = loaded
         try:
             envelope = _envelope.unwrap(value)
         except ValueError as exc:  # a damaged envelope fails every entry of the key
@@ -570,6 +647,8 @@ class KeyedWorker(Generic[Model, Msg]):
         run.carried = () if shard.published.get(key) == version else envelope.outbox
         run.outbox = []
         run.saved = None
+        run.defer = loaded is not None
+        run.deferred = None
         try:
             aggregate(
                 self._init,
@@ -595,6 +674,10 @@ class KeyedWorker(Generic[Model, Msg]):
             return _Result(version, envelope, entries[:skipped], fresh, exc)
         assert run.saved is not None
         new_version, saved = run.saved
+        if run.deferred is not None:
+            return _Result(
+                new_version, saved, entries, [], pending=(run.deferred, version, len(fresh))
+            )
         self._processed += len(fresh)
         return _Result(new_version, saved, entries, [])
 
