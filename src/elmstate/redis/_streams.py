@@ -1,0 +1,281 @@
+"""One Redis stream as a §1 producer and, through a consumer group, a §1 consumer.
+
+``run`` and ``batch`` work over them as over a ``Buffer``: see docs/redis.md.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from typing import TYPE_CHECKING, Any, Union
+
+import redis
+
+from .. import _validate as check
+from .._backend import core
+from .._errors import NothingUncommitted
+from ._common import (
+    PAYLOAD,
+    Decode,
+    Encode,
+    client_arg,
+    codec_arg,
+    count_arg,
+    json_decode,
+    json_encode,
+    name_arg,
+    socket_timeout,
+)
+
+if TYPE_CHECKING:
+    from .._core_py import Context
+
+__all__ = ["StreamConsumer", "StreamProducer"]
+
+# An entry as redis-py hands it over: its id and its fields (empty when the
+# entry was deleted or trimmed while it was pending).
+Entry = tuple[bytes, Union[dict[bytes, bytes], None]]
+
+PAGE = 100  # entries per XREADGROUP: one round trip serves this many gets
+
+
+def _live(ctx: Any) -> Context | None:
+    """``ctx`` checked as the core checks it: a Context or None, and not ended
+    (then its error, with the traceback of an earlier raise dropped)."""
+    if ctx is not None:
+        if type(ctx) is not core.Context:
+            raise check.not_context("ctx", ctx)
+        err = ctx.err
+        if err is not None:
+            raise err.with_traceback(None)
+    return ctx  # type: ignore[no-any-return]
+
+
+class StreamProducer:
+    """A producer (``put(ctx, *values)``) that appends to the Redis stream ``stream``.
+
+    Each value is encoded (``encode``, JSON by default, must return bytes) and
+    appended as one entry with the field ``payload``. ``client`` is a
+    ``redis.Redis`` made with ``decode_responses=False``; it stays the caller's.
+    ``maxlen`` (an int >= 1) trims the stream to about that many entries on
+    every append (``XADD MAXLEN ~``): entries that no consumer has read yet
+    are trimmed too, so it bounds memory at the price of losing them.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        stream: str,
+        *,
+        encode: Encode | None = None,
+        maxlen: int | None = None,
+    ) -> None:
+        self._client = client_arg(client)
+        self._stream = name_arg("stream", stream)
+        self._encode: Encode = codec_arg("encode", encode, json_encode)
+        self._maxlen = None if maxlen is None else count_arg("maxlen", maxlen)
+
+    def put(self, ctx: Context | None, *values: Any) -> None:
+        """Append ``values`` in order, in one round trip; nothing is sent for none.
+
+        Every value is encoded before anything is sent, so a value that cannot
+        be encoded appends nothing. The appends run as one MULTI/EXEC: a
+        connection lost on the way appends all or none of them (a lost reply
+        leaves you not knowing which, as with any write), never a prefix that a
+        retried tick would append again.
+        """
+        _live(ctx)
+        if not values:
+            return
+        encode = self._encode
+        payloads = [check.bytes_value(encode(v), "encode must return bytes") for v in values]
+        stream, maxlen = self._stream, self._maxlen
+        if len(payloads) == 1:
+            self._client.xadd(stream, {PAYLOAD: payloads[0]}, maxlen=maxlen, approximate=True)
+            return
+        with self._client.pipeline(transaction=True) as pipe:
+            for payload in payloads:
+                pipe.xadd(stream, {PAYLOAD: payload}, maxlen=maxlen, approximate=True)
+            pipe.execute()
+
+    def __repr__(self) -> str:
+        return f"<elmstate.redis.StreamProducer stream={self._stream!r}>"
+
+
+class StreamConsumer:
+    """A consumer (``get``, ``commit``, ``rollback``) of ``stream`` as ``consumer``
+    in the consumer group ``group``, which is created if missing (reading the
+    stream from its start).
+
+    ``get`` hands out this consumer's own pending entries first, those that an
+    earlier process of the same name read and never acknowledged, in id order;
+    then new entries, which the group shares among its consumers (each goes to
+    one of them). Whenever a wait for new entries ends with none, it looks for
+    own pending entries again (one whose delivery was lost on the way, or one
+    claimed for this name). Pending entries that were deleted or trimmed
+    meanwhile carry no message: they are acknowledged and skipped.
+
+    ``get`` waits for an entry with ``XREADGROUP BLOCK``, ``block`` seconds at
+    a time, and looks at ``ctx`` between waits: it raises ``ctx.err`` within
+    about ``block`` seconds of ``ctx`` ending (at once when it had ended
+    before the call). ``block`` must be shorter than the client's socket
+    timeout, or the client would give up on a wait the server still honours.
+
+    ``commit`` acknowledges (``XACK``) every entry handed out since the last
+    commit or rollback; ``rollback`` hands the same entries out again, before
+    anything else. Either raises :class:`~elmstate.NothingUncommitted` when
+    there are none. Entries handed out and not acknowledged when the process
+    ends stay pending: a consumer of the same name gets them first.
+
+    An entry without the ``payload`` field, or whose payload ``decode`` (JSON
+    by default) rejects, makes ``get`` raise a ``ValueError`` naming the stream
+    and the entry id. The entry counts as handed out: ``rollback`` serves it
+    again (so ``run`` stops on it every time), ``commit`` acknowledges it,
+    which is how to skip it. Nothing read is ever unpickled.
+
+    Use one object per consumer name at a time, from one thread at a time
+    (``run`` and ``batch`` call it from their loop's thread only).
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        stream: str,
+        group: str,
+        consumer: str,
+        *,
+        decode: Decode | None = None,
+        block: float = 1.0,
+    ) -> None:
+        self._client = client_arg(client)
+        self._stream = name_arg("stream", stream)
+        self._group = name_arg("group", group)
+        self._name = name_arg("consumer", consumer)
+        self._decode: Decode = codec_arg("decode", decode, json_decode)
+        self._block_ms = _block_ms(block, socket_timeout(self._client))
+        self._ready: deque[Entry] = deque()  # read from Redis, not handed out yet
+        self._taken: list[Entry] = []  # handed out since the last commit or rollback
+        # Where the next page of this consumer's pending entries starts (after
+        # this id); None once they are all read, and new entries are next.
+        self._cursor: bytes | None = b"0-0"
+        try:
+            self._client.xgroup_create(self._stream, self._group, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if not str(exc).startswith("BUSYGROUP"):
+                raise
+
+    def get(self, ctx: Context | None = None) -> Any:
+        """The next message: a rolled-back one, a pending one, else a new one (waiting)."""
+        ready = self._ready
+        while True:
+            _live(ctx)
+            if ready:
+                entry = ready.popleft()
+                self._taken.append(entry)
+                return self._message(entry)
+            self._read()
+
+    def commit(self) -> None:
+        """Acknowledge every entry handed out since the last commit or rollback."""
+        if not self._taken:
+            raise NothingUncommitted("commit: nothing uncommitted")
+        self._client.xack(self._stream, self._group, *[entry_id for entry_id, _ in self._taken])
+        self._taken.clear()  # only now: a failed XACK leaves them to roll back
+
+    def rollback(self) -> None:
+        """Hand the entries out since the last commit or rollback out again, first."""
+        if not self._taken:
+            raise NothingUncommitted("rollback: nothing uncommitted")
+        self._ready.extendleft(reversed(self._taken))
+        self._taken.clear()
+
+    def __repr__(self) -> str:
+        return (
+            f"<elmstate.redis.StreamConsumer stream={self._stream!r} "
+            f"group={self._group!r} consumer={self._name!r}>"
+        )
+
+    def _read(self) -> None:
+        """One XREADGROUP: a page of own pending entries, else wait up to ``block`` for new ones.
+
+        A wait that ends with nothing new goes back over the pending entries
+        before the next: an entry the server delivered to this name whose reply
+        never arrived (a lost connection; redis-py may re-send the read and get
+        other entries) is pending here, and would otherwise wait for a restart.
+        """
+        cursor = self._cursor
+        if cursor is None:
+            reply = self._client.xreadgroup(
+                self._group,
+                self._name,
+                {self._stream: ">"},
+                count=PAGE,
+                block=self._block_ms,
+            )
+            entries = _entries(reply)
+            if entries:
+                self._ready.extend(entries)
+            else:
+                self._cursor = b"0-0"
+            return
+        entries = _entries(
+            self._client.xreadgroup(self._group, self._name, {self._stream: cursor}, count=PAGE)
+        )
+        if not entries:
+            self._cursor = None  # the pending entries are read: new entries from now on
+            return
+        self._cursor = entries[-1][0]
+        gone = [entry_id for entry_id, fields in entries if not fields]
+        if gone:  # deleted or trimmed while pending: there is nothing to hand out
+            self._client.xack(self._stream, self._group, *gone)
+        taken = {entry_id for entry_id, _ in self._taken}  # pending, and handed out already
+        self._ready.extend(entry for entry in entries if entry[1] and entry[0] not in taken)
+
+    def _message(self, entry: Entry) -> Any:
+        entry_id, fields = entry
+        payload = fields.get(PAYLOAD) if fields else None
+        if payload is None:
+            raise ValueError(
+                f"stream {self._stream!r}, entry {entry_id.decode()}: no {PAYLOAD.decode()!r} field"
+            )
+        try:
+            return self._decode(payload)
+        except Exception as exc:
+            raise ValueError(
+                f"stream {self._stream!r}, entry {entry_id.decode()}: the payload cannot be "
+                f"decoded ({type(exc).__name__}: {exc})"
+            ) from exc
+
+
+def _block_ms(block: Any, timeout: float | None) -> int:
+    """``block`` (seconds) as XREADGROUP's BLOCK milliseconds, checked against the
+    socket timeout: a wait the client abandons first would raise a TimeoutError
+    on every quiet stream instead of returning."""
+    seconds = check.seconds_arg("block", block)
+    if seconds == 0:
+        raise ValueError("block must be a positive number of seconds, got 0")
+    if timeout is not None and seconds >= timeout:
+        raise ValueError(
+            f"block must be shorter than the client's socket timeout ({timeout} s), "
+            f"got {block!r}: the client would give up on a wait before the server ends it"
+        )
+    # BLOCK 0 would wait for ever: a tiny block rounds up to 1 ms.
+    return max(1, math.ceil(seconds * 1000))
+
+
+def _entries(reply: Any) -> list[Entry]:
+    """The entries of a one-stream XREADGROUP reply, whichever shape redis-py gives it.
+
+    RESP2 gives ``[[stream, entries]]``; RESP3 ``{stream: [entries]}``; redis-py's
+    unified responses ``{stream: entries}``; a timed-out wait ``None``, ``[]`` or ``{}``.
+    """
+    if not reply:
+        return []
+    data = next(iter(reply.values())) if isinstance(reply, dict) else reply[0][1]
+    if data and isinstance(data[0], list):  # RESP3's extra level
+        data = data[0]
+    return list(data or ())
+
+
+check.register(check.PRODUCERS, StreamProducer)
+check.register(check.CONSUMERS, StreamConsumer)
