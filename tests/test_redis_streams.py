@@ -8,7 +8,6 @@ Every test takes ``elm``, so each runs with the compiled and with the pure core:
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -589,37 +588,13 @@ def pages(*replies: tuple[list[Any], bool]) -> Callable[[Any], tuple[list[Any], 
     return lambda ctx: queue.pop(0)
 
 
-class References:
-    """A codec that writes JSON values as JSON and anything else as a reference
-    to the object, kept in this process. A batch's markers then come back out
-    of the stream as the very objects that were put, as batch requires."""
-
-    def __init__(self) -> None:
-        self.objects: dict[int, Any] = {}
-        self.lock = threading.Lock()
-
-    def encode(self, message: Any) -> bytes:
-        try:
-            return json.dumps(message).encode()
-        except TypeError:
-            with self.lock:
-                self.objects[id(message)] = message
-            return b"ref:%d" % id(message)
-
-    def decode(self, payload: bytes) -> Any:
-        if payload.startswith(b"ref:"):
-            with self.lock:
-                return self.objects[int(payload[4:])]
-        return json.loads(payload)
-
-
 @pytest.mark.parametrize("feed", ["thread", "inline"])
 def test_batch_over_a_stream(elm: ModuleType, client: redis.Redis, stream: str, feed: str) -> None:
-    """The input and what its commands cause drain through Redis; the batch
-    returns the last model and leaves nothing pending."""
-    codec = References()
-    producer = elm.redis.StreamProducer(client, stream, encode=codec.encode)
-    consumer = elm.redis.StreamConsumer(client, stream, "g", "c", decode=codec.decode, block=BLOCK)
+    """The input and what its commands cause drain through Redis, JSON-encoded, and
+    the batch's markers with them; the batch returns the last model and leaves
+    nothing pending."""
+    producer = elm.redis.StreamProducer(client, stream)
+    consumer = elm.redis.StreamConsumer(client, stream, "g", "c", block=BLOCK)
 
     def update(message: int) -> Callable[[list[int]], tuple[list[int], Any]]:
         follow = [lambda: -message] if message > 0 else None
@@ -643,24 +618,49 @@ def test_batch_over_a_stream(elm: ModuleType, client: redis.Redis, stream: str, 
 
 
 @pytest.mark.parametrize("feed", ["thread", "inline"])
-def test_batch_with_the_json_codec_fails_on_its_end_marker(
+def test_a_marker_of_another_process_is_skipped(
     elm: ModuleType, client: redis.Redis, stream: str, feed: str
 ) -> None:
-    """Known limit, pinned: a batch's end marker is a private object that must come
-    back as itself (docs/contract.md#end-markers). JSON cannot carry it, so the
-    put of the marker raises json's TypeError and the batch raises it -- after
-    the page before it was appended, where it stays for the next reader."""
-    producer = elm.redis.StreamProducer(client, stream)
-    consumer = elm.redis.StreamConsumer(client, stream, "g", "c", block=BLOCK)
-    with pytest.raises(TypeError, match="not JSON serializable"):
+    """A marker entry whose token this process does not know (another process put
+    it, or this one before a restart) is a marker of no batch: the batch commits
+    and skips it, and it never reaches update (docs/contract.md#end-markers)."""
+    client.xadd(stream, {b"marker": b"1:elsewhere:0"})
+    seen: list[Any] = []
+
+    def update(message: Any) -> Callable[[int], tuple[int, Any]]:
+        seen.append(message)
+        return lambda model: (model + message, None)
+
+    model = elm.batch(
+        lambda: (0, None),
+        update,
+        lambda model: None,
+        elm.redis.StreamProducer(client, stream),
+        elm.redis.StreamConsumer(client, stream, "g", "c", block=BLOCK),
+        pages(([1, 2, 3], False)),
+        ctx=elm.Context(timeout=SAFETY),
+        feed=feed,
+    )
+    assert (model, seen) == (6, [1, 2, 3])
+    assert pending(client, stream) == 0
+
+
+def test_markers_are_kept_only_until_committed(
+    elm: ModuleType, client: redis.Redis, stream: str
+) -> None:
+    """The process keeps a marker object only while an entry carrying it is unread or
+    uncommitted: a batch that drained leaves none behind."""
+    markers = elm.redis._streams._markers
+    before = len(markers)
+    for feed in ("thread", "inline"):
         elm.batch(
             lambda: (0, None),
             lambda m: lambda model: (model + m, None),
             lambda model: None,
-            producer,
-            consumer,
-            pages(([1, 2, 3], False)),
+            elm.redis.StreamProducer(client, stream),
+            elm.redis.StreamConsumer(client, stream, "g", "c", block=BLOCK),
+            pages(([1], True), ([2], False)),
             ctx=elm.Context(timeout=SAFETY),
             feed=feed,
         )
-    assert payloads(client, stream) == [b"1", b"2", b"3"]
+    assert len(markers) == before

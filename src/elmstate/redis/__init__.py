@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ._common import parse_id, shard_of
 from ._keyed import Emit, KeyedProducer, Program
+from ._streams import StreamConsumer, StreamProducer
 from ._worker import KeyedWorker, Stats
 
 __all__ = [
@@ -17,6 +18,8 @@ __all__ = [
     "KeyedWorker",
     "Program",
     "Stats",
+    "StreamConsumer",
+    "StreamProducer",
     "parse_id",
     "shard_of",
 ]

@@ -5,7 +5,10 @@
 
 from __future__ import annotations
 
+import itertools
 import math
+import os
+import uuid
 from collections import deque
 from typing import TYPE_CHECKING, Any, Union
 
@@ -38,6 +41,23 @@ Entry = tuple[bytes, Union[dict[bytes, bytes], None]]
 
 PAGE = 100  # entries per XREADGROUP: one round trip serves this many gets
 
+# A batch's private markers (docs/contract.md#end-markers) must come back out of
+# the stream as the very objects that were put: a batch knows its own by
+# identity, and no codec can carry one. So a marker travels as a token, in a
+# field of its own, and this process keeps the object until the entry that
+# carries it is committed. A token no one here knows (put by another process,
+# or before a restart) reads as a marker of no batch, which batches skip.
+MARKER = b"marker"
+_PROCESS = uuid.uuid4().hex[:12]
+_tokens = itertools.count()  # next() is atomic
+_markers: dict[bytes, Any] = {}
+
+
+def _marker_token(marker: Any) -> bytes:
+    token = f"{os.getpid()}:{_PROCESS}:{next(_tokens)}".encode()
+    _markers[token] = marker
+    return token
+
 
 def _live(ctx: Any) -> Context | None:
     """``ctx`` checked as the core checks it: a Context or None, and not ended
@@ -60,6 +80,11 @@ class StreamProducer:
     ``maxlen`` (an int >= 1) trims the stream to about that many entries on
     every append (``XADD MAXLEN ~``): entries that no consumer has read yet
     are trimmed too, so it bounds memory at the price of losing them.
+
+    A batch's private markers travel too, so ``batch`` works over a stream: each
+    as an entry with the field ``marker`` holding a token, which a
+    :class:`StreamConsumer` in this process turns back into the marker itself
+    (elsewhere, it reads as a marker of no batch, which batches skip).
     """
 
     def __init__(
@@ -87,15 +112,20 @@ class StreamProducer:
         _live(ctx)
         if not values:
             return
-        encode = self._encode
-        payloads = [check.bytes_value(encode(v), "encode must return bytes") for v in values]
+        encode, marker_type = self._encode, core._End
+        fields: list[dict[Any, Any]] = [
+            {MARKER: _marker_token(v)}
+            if type(v) is marker_type
+            else {PAYLOAD: check.bytes_value(encode(v), "encode must return bytes")}
+            for v in values
+        ]
         stream, maxlen = self._stream, self._maxlen
-        if len(payloads) == 1:
-            self._client.xadd(stream, {PAYLOAD: payloads[0]}, maxlen=maxlen, approximate=True)
+        if len(fields) == 1:
+            self._client.xadd(stream, fields[0], maxlen=maxlen, approximate=True)
             return
         with self._client.pipeline(transaction=True) as pipe:
-            for payload in payloads:
-                pipe.xadd(stream, {PAYLOAD: payload}, maxlen=maxlen, approximate=True)
+            for entry in fields:
+                pipe.xadd(stream, entry, maxlen=maxlen, approximate=True)
             pipe.execute()
 
     def __repr__(self) -> str:
@@ -180,6 +210,9 @@ class StreamConsumer:
         if not self._taken:
             raise NothingUncommitted("commit: nothing uncommitted")
         self._client.xack(self._stream, self._group, *[entry_id for entry_id, _ in self._taken])
+        for _, fields in self._taken:  # a committed marker is not read again
+            if fields and MARKER in fields:
+                _markers.pop(fields[MARKER], None)
         self._taken.clear()  # only now: a failed XACK leaves them to roll back
 
     def rollback(self) -> None:
@@ -233,6 +266,9 @@ class StreamConsumer:
 
     def _message(self, entry: Entry) -> Any:
         entry_id, fields = entry
+        if fields and MARKER in fields:
+            marker = _markers.get(fields[MARKER])
+            return core._End() if marker is None else marker
         payload = fields.get(PAYLOAD) if fields else None
         if payload is None:
             raise ValueError(
