@@ -335,16 +335,13 @@ class KeyedWorker(Generic[Model, Msg]):
         try:
             while not ctx.done:
                 try:
-                    busy = self._step(ctx)
+                    if not self._step(ctx):
+                        self._wait(ctx)  # idle: its blocking read may lose its connection too
                     errors = 0
                 except _StoreError as exc:
                     errors = self._backoff(ctx, errors, exc.__cause__ or exc)
-                    continue
                 except _TRANSIENT as exc:
                     errors = self._backoff(ctx, errors, exc)
-                    continue
-                if not busy:
-                    self._wait(ctx)
         finally:
             self._release()
 
