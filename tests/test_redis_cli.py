@@ -615,11 +615,6 @@ def test_passwords_never_appear_in_the_output(
         assert "; retrying in " in err  # the workers' warnings went through the same filter
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="KeyedWorker.run(): the idle XREAD in _wait() is outside the transient-error"
-    " backoff, so a connection lost while idle ends run() (reported; not the CLI's code)",
-)
 def test_workers_survive_their_redis_connections_being_killed(
     tmp_path: Path, stream: str, chain: ModuleType
 ) -> None:
