@@ -87,6 +87,7 @@ __all__ = [
     "T",
     "Transform",
     "Update",
+    "VersionedManyStore",
     "VersionedStore",
     "View",
 ]
@@ -196,3 +197,25 @@ class VersionedStore(Store, Protocol):
     def store_versioned(
         self, ctx: Context | None, key: str, value: bytes, version: int, /
     ) -> int: ...
+
+
+@runtime_checkable
+class VersionedManyStore(VersionedStore, Protocol):
+    """A :class:`VersionedStore` that also reads and saves many keys at once
+    (docs/stores.md#saving-many-keys).
+
+    ``load_many_versioned`` returns ``(value or None, version)`` for each key, in
+    the order given. ``store_many_versioned`` takes ``(key, value, version)``
+    items and is all or nothing: if every key is still at its ``version`` it
+    writes them all and returns the new versions (``version + 1`` each), in
+    order; otherwise it raises :class:`elmstate.Conflict` for the first item
+    whose version differs and stores nothing. A key may appear once per call.
+    Every bundled store has both methods.
+    """
+
+    def load_many_versioned(
+        self, ctx: Context | None, keys: Sequence[str], /
+    ) -> list[tuple[bytes | None, int]]: ...
+    def store_many_versioned(
+        self, ctx: Context | None, items: Sequence[tuple[str, bytes, int]], /
+    ) -> list[int]: ...

@@ -7,7 +7,7 @@ from typing import Any
 
 from .. import _validate as check
 from .._errors import Conflict
-from ._keys import key_value, version_arg
+from ._keys import items_arg, key_value, keys_arg, version_arg
 
 
 class MemoryStore:
@@ -48,6 +48,31 @@ class MemoryStore:
                 raise Conflict(key, version, actual)
             data[key] = (value, version + 1)
         return version + 1
+
+    def load_many_versioned(self, ctx: Any, keys: Any) -> list[tuple[bytes | None, int]]:
+        """The value and version of each of ``keys``, in their order, read at one moment."""
+        given = keys_arg(keys)
+        with self._lock:
+            data = self._open()
+            return [data.get(key, (None, 0)) for key in given]
+
+    def store_many_versioned(self, ctx: Any, items: Any) -> list[int]:
+        """Set every ``(key, value, version)`` of ``items`` if every key is still at
+        its ``version``; returns the new versions, in order.
+
+        Raises :class:`~elmstate.Conflict` for the first item whose version differs,
+        storing nothing at all.
+        """
+        keys, values, versions = items_arg(items)
+        with self._lock:
+            data = self._open()
+            for key, version in zip(keys, versions):
+                actual = data.get(key, (b"", 0))[1]
+                if actual != version:
+                    raise Conflict(key, version, actual)
+            for key, value, version in zip(keys, values, versions):
+                data[key] = (value, version + 1)
+        return [version + 1 for version in versions]
 
     def close(self) -> None:
         """Drop every value; idempotent. Later calls raise ``ValueError``."""

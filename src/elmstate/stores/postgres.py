@@ -29,7 +29,7 @@ except ImportError:  # without the pool package only a connection string can be 
 
 from .. import _validate as check
 from .._errors import Conflict
-from ._keys import key_value, version_arg
+from ._keys import items_arg, key_value, keys_arg, version_arg
 from ._secrets import redacted
 
 __all__ = ["PostgresStore"]
@@ -43,6 +43,7 @@ _MAX_IDENTIFIER = 63  # NAMEDATALEN - 1: PostgreSQL silently truncates longer na
 # opening at once (two concurrent CREATE TABLE IF NOT EXISTS can both try to
 # create, and one fails); the second is the table name's CRC.
 _LOCK_SPACE = 0x656C6D73  # "elms"
+_MAX_VERSION = 2**63 - 1  # bigint
 
 
 class _Statements:
@@ -69,6 +70,26 @@ class _Statements:
         )
         self.update_if = render(
             "UPDATE {t} SET value = %s, version = version + 1 WHERE key = %s AND version = %s"
+        )
+        self.load_many = render("SELECT key, value, version FROM {t} WHERE key = ANY(%s::text[])")
+        self.versions = render("SELECT key, version FROM {t} WHERE key = ANY(%s::text[])")
+        # store_many_versioned: one statement over three arrays. An item at version
+        # 0 is inserted; an item at version v > 0 takes the ON CONFLICT path, which
+        # rewrites the row only if it is still at v. An item at v > 0 whose row is
+        # absent is left out by the WHERE (rows are never deleted, so a row this
+        # statement's snapshot lacks was absent when the caller loaded it too): it
+        # writes no row. So the statement writes as many rows as there are items
+        # exactly when every version matched; otherwise the transaction is rolled
+        # back. Rows are taken in key order, so that two writers of overlapping
+        # keys wait for each other instead of deadlocking.
+        self.store_many = render(
+            "INSERT INTO {t} AS old (key, value, version) "
+            "SELECT new.key, new.value, new.version + 1 "
+            "FROM unnest(%b::text[], %b::bytea[], %b::bigint[]) AS new (key, value, version) "
+            "WHERE new.version = 0 OR EXISTS (SELECT FROM {t} WHERE key = new.key) "
+            "ORDER BY new.key "
+            "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, version = EXCLUDED.version "
+            "WHERE old.version = EXCLUDED.version - 1"
         )
 
 
@@ -172,6 +193,68 @@ class PostgresStore:
                 row = conn.execute(self._sql.version, (key,)).fetchone()
         raise Conflict(key, version, 0 if row is None else int(row[0]))
 
+    def load_many_versioned(self, ctx: Any, keys: Any) -> list[tuple[bytes | None, int]]:
+        """The value and version of each of ``keys``, in their order: one statement,
+        so one snapshot."""
+        given = keys_arg(keys)
+        for i, key in enumerate(given):
+            _text_key(key, f"keys[{i}]")
+        with self._connection() as conn:
+            if not given:
+                return []
+            rows = conn.execute(self._sql.load_many, (given,), binary=True).fetchall()
+        found = {key: (bytes(value), int(version)) for key, value, version in rows}
+        return [found.get(key, (None, 0)) for key in given]
+
+    def store_many_versioned(self, ctx: Any, items: Any) -> list[int]:
+        """Set every ``(key, value, version)`` of ``items`` if every key is still at
+        its ``version``; returns the new versions, in order. One statement in one
+        transaction.
+
+        Raises :class:`~elmstate.Conflict` for the first item whose version differs,
+        storing nothing at all.
+        """
+        keys, values, versions = items_arg(items)
+        for i, key in enumerate(keys):
+            _text_key(key, f"items[{i}]: key")
+        while True:
+            with self._connection() as conn:
+                if not keys:
+                    return []
+                # A version no row can have (bigint's last one included: its
+                # successor would overflow) is a conflict: nothing to try.
+                if max(versions) < _MAX_VERSION and self._store_many(conn, keys, values, versions):
+                    return [version + 1 for version in versions]
+                # A separate statement: under READ COMMITTED (the default) a fresh
+                # snapshot, which sees the writes that won.
+                rows = conn.execute(self._sql.versions, (keys,)).fetchall()
+            found = {key: int(version) for key, version in rows}
+            for key, version in zip(keys, versions):
+                if found.get(key, 0) != version:
+                    raise Conflict(key, version, found.get(key, 0))
+            # Every version matches now, yet the write did not: a serialisation
+            # failure or deadlock without a conflict. Nothing was written: again.
+
+    def _store_many(
+        self,
+        conn: psycopg.Connection[Any],
+        keys: list[str],
+        values: list[bytes],
+        versions: list[int],
+    ) -> bool:
+        """Whether the items were written (else nothing was)."""
+        try:
+            with conn.transaction() as tx:
+                written = conn.execute(self._sql.store_many, (keys, values, versions)).rowcount
+                if written == len(keys):
+                    return True
+                raise psycopg.Rollback(tx)
+        except (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected):
+            # Under REPEATABLE READ or SERIALIZABLE a concurrent write fails the
+            # statement (SQLSTATE 40001) instead; rolled back, nothing was written.
+            pass
+        return False
+
     def close(self) -> None:
         """Close the store's own connection (never a caller's pool); idempotent.
         Later calls raise ``ValueError``."""
@@ -252,9 +335,11 @@ def _table_arg(table: Any) -> None:
         )
 
 
-def _text_key(key: str) -> None:
+def _text_key(key: str, name: str = "key") -> None:
     if "\x00" in key:
-        raise ValueError("key must not contain NUL characters: PostgreSQL text cannot hold them")
+        raise ValueError(
+            f"{name} must not contain NUL characters: PostgreSQL text cannot hold them"
+        )
 
 
 def _signed32(n: int) -> int:

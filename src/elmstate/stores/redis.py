@@ -21,7 +21,7 @@ except ImportError as exc:
 
 from .. import _validate as check
 from .._errors import Conflict
-from ._keys import key_value, version_arg
+from ._keys import items_arg, key_value, keys_arg, version_arg
 from ._secrets import redacted
 
 __all__ = ["RedisStore"]
@@ -55,6 +55,41 @@ if current ~= ARGV[2] then
 end
 redis.call('HSET', KEYS[1], 'value', ARGV[1], 'writer', ARGV[3])
 return {1, redis.call('HINCRBY', KEYS[1], 'version', 1)}
+"""
+# All or nothing over many keys: KEYS are the hashes, ARGV[1] the writer id, then
+# each key's value and version. Every version is checked before anything is
+# written. The writer id is one per call: a re-sent call whose first delivery
+# landed finds its id on every key and reports that success (if another writer
+# has saved one of the keys since, it is a Conflict, as for _CAS).
+_CAS_MANY = """
+for i = 1, #KEYS do
+  local current = redis.call('HGET', KEYS[i], 'version') or '0'
+  if current ~= ARGV[2 * i + 1] then
+    for j = 1, #KEYS do
+      if redis.call('HGET', KEYS[j], 'writer') ~= ARGV[1] then
+        return {0, i, current}
+      end
+    end
+    return {1}
+  end
+end
+for i = 1, #KEYS do
+  redis.call('HSET', KEYS[i], 'value', ARGV[2 * i], 'writer', ARGV[1])
+  redis.call('HINCRBY', KEYS[i], 'version', 1)
+end
+return {1}
+"""
+# Many keys read at one moment: one script (faster than a MULTI of HMGETs, whose
+# replies redis-py parses one by one). A missing field is false in Lua, which
+# keeps its place in the table and comes back as a nil.
+_LOAD_MANY = """
+local out = {}
+for i = 1, #KEYS do
+  local fields = redis.call('HMGET', KEYS[i], 'value', 'version')
+  out[2 * i - 1] = fields[1]
+  out[2 * i] = fields[2]
+end
+return out
 """
 _STORE = """
 if redis.call('HGET', KEYS[1], 'writer') ~= ARGV[2] then
@@ -110,6 +145,8 @@ class RedisStore:
         # Scripts are sent by EVALSHA, and loaded first where the server lacks them.
         self._cas = self._client.register_script(_CAS)
         self._store = self._client.register_script(_STORE)
+        self._cas_many = self._client.register_script(_CAS_MANY)
+        self._load_many = self._client.register_script(_LOAD_MANY)
 
     def load(self, ctx: Any, key: str) -> bytes | None:
         """The value at ``key``, or ``None`` when absent."""
@@ -142,6 +179,45 @@ class RedisStore:
         if written:
             return int(current)
         raise Conflict(key, version, int(current))
+
+    def load_many_versioned(self, ctx: Any, keys: Any) -> list[tuple[bytes | None, int]]:
+        """The value and version of each of ``keys``, in their order: one
+        server-side script, so one moment of the server's data."""
+        given = keys_arg(keys)
+        names = [self._key(key) for key in given]
+        if self._closed:
+            raise ValueError("the RedisStore is closed")
+        if not names:
+            return []
+        reply: list[Any] = self._run(self._load_many, names)
+        values, versions = reply[0::2], reply[1::2]
+        return [
+            (None, 0) if version is None else (value, int(version))
+            for value, version in zip(values, versions)
+        ]
+
+    def store_many_versioned(self, ctx: Any, items: Any) -> list[int]:
+        """Set every ``(key, value, version)`` of ``items`` if every key is still at
+        its ``version``; returns the new versions, in order. One server-side
+        script over every key, run atomically.
+
+        Raises :class:`~elmstate.Conflict` for the first item whose version differs,
+        storing nothing at all.
+        """
+        keys, values, versions = items_arg(items)
+        names = [self._key(key) for key in keys]
+        if self._closed:
+            raise ValueError("the RedisStore is closed")
+        if not names:
+            return []
+        args: list[Any] = [os.urandom(16)]
+        for value, version in zip(values, versions):
+            args += (value, str(version))
+        reply: list[Any] = self._run(self._cas_many, names, args)
+        if reply[0]:
+            return [version + 1 for version in versions]
+        i = int(reply[1]) - 1
+        raise Conflict(keys[i], versions[i], int(reply[2]))
 
     def close(self) -> None:
         """Close the store's own client (never a caller's); idempotent.

@@ -6,11 +6,13 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from .. import _validate as check
 from .._errors import Conflict
-from ._keys import key_value, version_arg
+from ._keys import items_arg, key_value, keys_arg, version_arg
 
 _TABLE = "elmstate_snapshots"
 _BUSY_SECONDS = 30.0  # how long a call waits for another writer before it raises
@@ -30,7 +32,11 @@ _INSERT_NEW = (
 )
 _UPDATE_IF = f"UPDATE {_TABLE} SET value = ?, version = version + 1 WHERE key = ? AND version = ?"
 _LOAD = f"SELECT value, version FROM {_TABLE} WHERE key = ?"
+_LOAD_MANY_HEAD = f"SELECT key, value, version FROM {_TABLE} WHERE key IN ("
 _VERSION = f"SELECT version FROM {_TABLE} WHERE key = ?"
+# load_many_versioned reads this many keys per statement (SQLite limits the
+# parameters of one statement: 999 before 3.32, 32766 since).
+_LOAD_CHUNK = 500
 
 
 class SQLiteStore:
@@ -100,6 +106,51 @@ class SQLiteStore:
             row = conn.execute(_VERSION, (key,)).fetchone()
         raise Conflict(key, version, 0 if row is None else row[0])
 
+    def load_many_versioned(self, ctx: Any, keys: Any) -> list[tuple[bytes | None, int]]:
+        """The value and version of each of ``keys``, in their order, read in one
+        transaction (one snapshot of the file)."""
+        given = keys_arg(keys)
+        found: dict[str, tuple[bytes | None, int]] = {}
+        with self._lock:
+            conn = self._connection()
+            if not given:
+                return []
+            with _transaction(conn, "BEGIN"):
+                for start in range(0, len(given), _LOAD_CHUNK):
+                    chunk = given[start : start + _LOAD_CHUNK]
+                    query = _LOAD_MANY_HEAD + ", ".join("?" * len(chunk)) + ")"
+                    for key, value, version in conn.execute(query, chunk):
+                        found[key] = (bytes(value), version)
+        return [found.get(key, (None, 0)) for key in given]
+
+    def store_many_versioned(self, ctx: Any, items: Any) -> list[int]:
+        """Set every ``(key, value, version)`` of ``items`` if every key is still at
+        its ``version``; returns the new versions, in order. One transaction
+        (``BEGIN IMMEDIATE``), durable on return as ``store`` is.
+
+        Raises :class:`~elmstate.Conflict` for the first item whose version differs,
+        storing nothing at all.
+        """
+        keys, values, versions = items_arg(items)
+        with self._lock:
+            conn = self._connection()
+            if not keys:
+                return []
+            # The write lock is taken first, so no other writer runs until COMMIT:
+            # the first item that writes no row is the first whose version differs.
+            with _transaction(conn, "BEGIN IMMEDIATE"):
+                for key, value, version in zip(keys, values, versions):
+                    if version > _MAX_VERSION:
+                        written = 0
+                    elif version == 0:
+                        written = conn.execute(_INSERT_NEW, (key, value)).rowcount
+                    else:
+                        written = conn.execute(_UPDATE_IF, (value, key, version)).rowcount
+                    if written != 1:
+                        row = conn.execute(_VERSION, (key,)).fetchone()
+                        raise Conflict(key, version, 0 if row is None else row[0])
+        return [version + 1 for version in versions]
+
     def close(self) -> None:
         """Close the connection; idempotent. Later calls raise ``ValueError``."""
         with self._lock:
@@ -120,6 +171,20 @@ class SQLiteStore:
 
 
 check.register(check.STORES, SQLiteStore)
+
+
+@contextmanager
+def _transaction(conn: sqlite3.Connection, begin: str) -> Iterator[None]:
+    """One transaction: committed when the block ends, rolled back when it raises
+    (or when its COMMIT fails)."""
+    conn.execute(begin)
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 def _wal(conn: sqlite3.Connection, deadline: float) -> None:
