@@ -83,6 +83,11 @@ for _name in elmstate.typing.__all__:
 nitpick_ignore_regex.append(
     (r"py:(class|obj|data)", r"(A|B|_T_co|_T_contra|_DoneCallback|Context)")
 )
+# The clients' own classes (no intersphinx), and elmstate.redis's private
+# aliases of callables and ids (their shapes are in the docstrings).
+nitpick_ignore_regex.append(
+    (r"py:(class|obj|data)", r"(redis\.Redis|psycopg.*|Encode|Decode|EntryId)")
+)
 
 
 def _twin(name: str) -> Any:
