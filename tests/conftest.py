@@ -41,10 +41,13 @@ def _import_generation(pure: bool) -> ModuleType:
         os.environ["ELMSTATE_NO_EXTENSIONS"] = "1"
     try:
         package = importlib.import_module("elmstate")
-        try:  # elmstate.redis binds the generation's aggregate: elm.redis is its own
-            importlib.import_module("elmstate.redis")
-        except ImportError:  # no redis-py: the tests of elmstate.redis skip
-            pass
+        # elmstate.redis binds the generation's aggregate, the server stores its
+        # Conflict: elm.redis and elm.stores.postgres/redis are the generation's own.
+        for module in ("elmstate.redis", "elmstate.stores.postgres", "elmstate.stores.redis"):
+            try:
+                importlib.import_module(module)
+            except ImportError:  # a client missing: the tests that need it skip
+                pass
         return package
     finally:
         os.environ.pop("ELMSTATE_NO_EXTENSIONS", None)

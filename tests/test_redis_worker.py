@@ -44,9 +44,18 @@ from _keyed import (
     wait_until,
     worker,
 )
-from _stores import KINDS, REDIS, open_store, redis_admin, reopen, require
-
-import elmstate
+from _stores import (
+    KINDS,
+    REDIS,
+    drop,
+    postgres_conninfo,
+    prefix,
+    redis_admin,
+    redis_url,
+    reopen,
+    require,
+    table,
+)
 
 redis = pytest.importorskip("redis")
 
@@ -122,20 +131,28 @@ def pel(client: Any, stream: str) -> list[tuple[bytes, bytes, int]]:
 def generation_store(elm: ModuleType, kind: str, where: Path, *, conflicts: bool) -> Iterator[Any]:
     """A new store of ``kind`` whose Conflict is ``elm``'s own.
 
-    MemoryStore and SQLiteStore come from ``elm``'s generation. The server
-    stores' modules are imported once, with the compiled core (tests/conftest.py):
-    their Conflict is not the pure generation's, so a test that needs the worker
-    to recognise a conflict runs them on the compiled leg only."""
+    Every store class comes from ``elm``'s generation (tests/conftest.py imports
+    the server stores' modules per generation), so the Conflict it raises is the
+    one that generation's worker recognises."""
     if kind == "memory":
         yield elm.MemoryStore()
     elif kind == "sqlite":
         with elm.SQLiteStore(where / "snapshots.sqlite3") as store:
             yield store
     else:
-        if conflicts and elm.Conflict is not elmstate.Conflict:
-            pytest.skip("the server stores raise the compiled generation's Conflict")
-        with open_store(kind, where) as store:
-            yield store
+        require(kind)
+        drop(kind, where)  # left over by an earlier run that died
+        try:
+            if kind == "postgres":
+                made = elm.stores.postgres.PostgresStore(
+                    postgres_conninfo(where), table=table(where)
+                )
+            else:
+                made = elm.stores.redis.RedisStore(redis_url(where), prefix=prefix(where))
+            with made as store:
+                yield store
+        finally:
+            drop(kind, where)
 
 
 def another_handle(elm: ModuleType, kind: str, where: Path, store: Any) -> Any:
@@ -1192,12 +1209,6 @@ def test_an_idle_run_returns_promptly(elm: ModuleType, admin: Any, ks: Keyspace)
 NO_RETRIES = "redis-py 5's default, and any client made with retry=Retry(NoBackoff(), 0)"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: run() backs off on a Redis error of a page (_step) but not of its idle wait"
-    " (_wait's XREAD): a connection lost while idle ends run() with ConnectionError"
-    "",
-)
 def test_a_connection_lost_while_idle_is_retried(elm: ModuleType, admin: Any, ks: Keyspace) -> None:
     from redis.backoff import NoBackoff
     from redis.retry import Retry
@@ -1226,12 +1237,6 @@ def test_a_connection_lost_while_idle_is_retried(elm: ModuleType, admin: Any, ks
         client.close()
 
 
-@pytest.mark.xfail(
-    strict=False,  # how late Redis ends a BLOCK depends on the server's other traffic
-    reason="bug: the idle XREAD blocks socket_timeout/2, but Redis (hz 10) ends a BLOCK up to"
-    " ~100 ms late on a quiet server, and run() does not catch an error of its idle wait:"
-    " run() raises TimeoutError",
-)
 def test_a_socket_timeout_below_the_idle_block_works(
     elm: ModuleType, admin: Any, ks: Keyspace, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -55,6 +55,8 @@ log = logging.getLogger("elmstate.redis")
 # How long an idle worker blocks waiting for new entries: also how long it may
 # take to notice that its ctx ended.
 IDLE = 0.1
+# How late Redis may end a blocking read (see KeyedWorker.__init__).
+BLOCK_LATE = 0.15
 # Backoff after an error of Redis or the store (not of the program), doubling
 # up to the cap; after this many in a row without progress, the error propagates.
 BACKOFF = 0.05
@@ -292,10 +294,16 @@ class KeyedWorker(Generic[Model, Msg]):
         self._view = _no_view if view is None else view
         self._output = output
         self._trim = trim
-        # An idle worker blocks in XREAD; redis-py's socket timeout would cut
-        # a longer block short with an error.
+        # An idle worker blocks in XREAD; redis-py's socket timeout would cut a
+        # longer block short with an error, and Redis ends a BLOCK up to about
+        # 100 ms late (its clock ticks ten times a second). With less room than
+        # that the worker polls instead (0: no blocking read).
         timeout = socket_timeout(self._client)
-        self._idle = IDLE if timeout is None else min(IDLE, timeout / 2)
+        if timeout is None:
+            self._block = IDLE
+        else:
+            room = timeout - BLOCK_LATE
+            self._block = min(IDLE, room) if room >= 0.01 else 0.0
         record_shards(self._client, self._name, self._shards)
         self._output_shards = 0
         if output is not None:
@@ -429,16 +437,17 @@ class KeyedWorker(Generic[Model, Msg]):
         """Block until an owned shard has new entries, a retry or heartbeat is due,
         or IDLE passed."""
         now = time.monotonic()
-        deadline = min(self._next_beat, now + self._idle)
+        deadline = min(self._next_beat, now + IDLE)
         for shard in self._owned.values():
             for at in shard.retry_at.values():
                 deadline = min(deadline, at)
         timeout = deadline - now
         if timeout <= 0:
             return
-        if not self._owned:
+        if not self._owned or not self._block:
             ctx.wait(timeout)
             return
+        timeout = min(timeout, self._block)
         streams: dict[Any, Any] = {shard.stream: shard.tail for shard in self._owned.values()}
         self._client.xread(streams, count=1, block=max(1, int(timeout * 1000)))
 
