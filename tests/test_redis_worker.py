@@ -472,14 +472,44 @@ def test_bad_method_arguments_are_named(elm: ModuleType, admin: Any, ks: Keyspac
 # -- processing -------------------------------------------------------------------------
 
 
+class SingleKeyStore:
+    """A real store seen through the single-key versioned protocol only: the worker
+    then saves key by key, not a page at once (docs/redis.md#pages)."""
+
+    def __init__(self, store: Any) -> None:
+        self.inner = store
+
+    def load(self, ctx: Any, key: str) -> bytes | None:
+        return self.inner.load(ctx, key)  # type: ignore[no-any-return]
+
+    def store(self, ctx: Any, key: str, value: bytes) -> None:
+        self.inner.store(ctx, key, value)
+
+    def load_versioned(self, ctx: Any, key: str) -> tuple[bytes | None, int]:
+        return self.inner.load_versioned(ctx, key)  # type: ignore[no-any-return]
+
+    def store_versioned(self, ctx: Any, key: str, value: bytes, version: int) -> int:
+        return self.inner.store_versioned(ctx, key, value, version)  # type: ignore[no-any-return]
+
+
+SAVES = ["page", "key"]  # a page's keys saved at once (bundled stores), or one by one
+
+
+def saving(store: Any, saves: str) -> Any:
+    assert callable(getattr(store, "store_many_versioned", None))
+    return store if saves == "page" else SingleKeyStore(store)
+
+
+@pytest.mark.parametrize("saves", SAVES)
 @pytest.mark.parametrize("kind", KINDS)
 def test_every_key_folds_its_events_in_order(
-    elm: ModuleType, admin: Any, ks: Keyspace, tmp_path: Path, kind: str
+    elm: ModuleType, admin: Any, ks: Keyspace, tmp_path: Path, kind: str, saves: str
 ) -> None:
     rng = random.Random(10)
     events = [(f"key-{rng.randrange(40)}", i) for i in range(400)]
     fold = Fold(elm)
-    with generation_store(elm, kind, tmp_path, conflicts=False) as store:
+    with generation_store(elm, kind, tmp_path, conflicts=False) as real:
+        store = saving(real, saves)
         produce(elm, admin, ks.name, 4, events[:200])
         w = worker(elm, admin, ks.name, store, fold, shards=4, page=7)
         with Running(elm, w) as running:
@@ -644,16 +674,18 @@ def test_a_former_owner_cannot_move_the_group(
 # -- conflicts --------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("saves", SAVES)
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_save_that_conflicts_drops_and_releases_the_shard(
-    elm: ModuleType, admin: Any, ks: Keyspace, tmp_path: Path, kind: str
+    elm: ModuleType, admin: Any, ks: Keyspace, tmp_path: Path, kind: str, saves: str
 ) -> None:
     shards = 2
     (key,) = keys_on(0, shards, 1)
     (other_key,) = keys_on(1, shards, 1)
     fold = Fold(elm)
-    with generation_store(elm, kind, tmp_path, conflicts=True) as store:
-        intruder = another_handle(elm, kind, tmp_path, store)
+    with generation_store(elm, kind, tmp_path, conflicts=True) as real:
+        store = saving(real, saves)
+        intruder = another_handle(elm, kind, tmp_path, real)
         try:
             produce(elm, admin, ks.name, shards, [(key, 1), (other_key, 1)])
             w = worker(elm, admin, ks.name, store, fold, shards=shards)
@@ -681,7 +713,7 @@ def test_a_save_that_conflicts_drops_and_releases_the_shard(
             assert pending_ids(admin, f"{ks.name}:0") == []
             assert w.stats().conflicts == 1
         finally:
-            if intruder is not store:
+            if intruder is not real:
                 intruder.close()
 
 
@@ -708,14 +740,28 @@ class ResendingStore:
         return self.inner.store_versioned(ctx, key, value, version)  # type: ignore[no-any-return]
 
 
+class ResendingPageStore(ResendingStore):
+    """As ResendingStore, for a page's save of many keys at once: the first delivery
+    lands, the re-sent one raises Conflict (the worker then checks key by key)."""
+
+    def load_many_versioned(self, ctx: Any, keys: list[str]) -> list[tuple[bytes | None, int]]:
+        return self.inner.load_many_versioned(ctx, keys)  # type: ignore[no-any-return]
+
+    def store_many_versioned(self, ctx: Any, items: list[tuple[str, bytes, int]]) -> list[int]:
+        self.inner.store_many_versioned(ctx, items)
+        self.resent += len(items)
+        return self.inner.store_many_versioned(ctx, items)  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("saves", SAVES)
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_lost_reply_conflict_is_a_success(
-    elm: ModuleType, admin: Any, ks: Keyspace, tmp_path: Path, kind: str
+    elm: ModuleType, admin: Any, ks: Keyspace, tmp_path: Path, kind: str, saves: str
 ) -> None:
     fold = Fold(elm)
     output = ks.name + "-out"
     with generation_store(elm, kind, tmp_path, conflicts=True) as real:
-        store = ResendingStore(real)
+        store = ResendingStore(real) if saves == "key" else ResendingPageStore(real)
         events = [("k", 1), ("k", {"emit": 2, "to": "a"}), ("j", 3)]
         produce(elm, admin, ks.name, 1, events)
         w = worker(elm, admin, ks.name, store, fold, shards=1, output=output)
