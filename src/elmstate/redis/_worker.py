@@ -475,6 +475,7 @@ class KeyedWorker(Generic[Model, Msg]):
             args=[self._id, self._group, self._id_consumer, self._page, shard.cursor],
         )
         if reply is None:  # the lease lapsed: someone else may read it now
+            log.warning("worker %s lost the lease of %s", self._id, shard.stream)
             self._drop(shard, release=False)
             return False
         raw_entries, tail = reply
