@@ -96,7 +96,13 @@ def dehydrate(ctx: Any, key: str, model: dict[str, Any]) -> bytes:
 IDLE, LOADING, APPLYING, SAVING, SAVED = range(5)
 # What a worker stops itself before, when the parent arms it (Probe.arm).
 ARM_READ, ARM_SAVE = 1, 2
-READ_SHA = hashlib.sha1(_leases._READ.encode()).hexdigest()
+# The negative control's read: the worker's script without its lease check,
+# which the worker then makes as a separate step before it (the > hazard).
+UNCHECKED_READ = _leases._READ.replace(
+    "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return false end\n", ""
+)
+assert UNCHECKED_READ != _leases._READ
+READ_SHAS = {hashlib.sha1(text.encode()).hexdigest() for text in (_leases._READ, UNCHECKED_READ)}
 
 
 class Probe:
@@ -170,7 +176,7 @@ class ArmedRedis(redis.Redis):
 
     def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any:
         probe = self.probe
-        if probe is None or sha != READ_SHA or not stop_here(probe, ARM_READ):
+        if probe is None or sha not in READ_SHAS or not stop_here(probe, ARM_READ):
             return super().evalsha(sha, numkeys, *keys_and_args)
         try:
             return super().evalsha(sha, numkeys, *keys_and_args)
@@ -194,6 +200,8 @@ class Config:
     output: str | None = None
     emit: bool = False
     trim: bool = True
+    # The negative control: check the lease and read in two steps, not one.
+    separate_lease_check: bool = False
 
 
 def open_worker_store(config: Config) -> Any:
@@ -228,6 +236,15 @@ def worker_main(config: Config, worker_id: str, probe: Probe) -> None:
         output=config.output,
         trim=config.trim,
     )
+    if config.separate_lease_check:
+        unchecked = client.register_script(UNCHECKED_READ)
+
+        def read(keys: list[Any], args: list[Any]) -> Any:
+            if client.get(keys[0]) != str(args[0]).encode():
+                return None
+            return unchecked(keys=keys, args=args)
+
+        worker._leases.read = read  # type: ignore[assignment]
     probe.started.set()
     try:
         worker.run(ctx)
