@@ -22,8 +22,9 @@ Real Redis and PostgreSQL (tests/_stores.py). Workers run in children of a
 forkserver (as in tests/test_store_concurrency.py), on the core this session
 imported by default (the compiled one, unless ELMSTATE_NO_EXTENSIONS is set).
 
-In CI the kill oracle runs 10 rounds (5 per store) of EVENTS events; the file
-takes about three minutes. ``ELMSTATE_TEST_STRESS=1`` runs 100 rounds (50 per
+In CI the kill oracle runs 10 rounds (5 per store) of 5,000 events (not the
+issue's 20,000: CI time); the file takes about one minute on an idle 2-core
+machine, three on a busy one. ``ELMSTATE_TEST_STRESS=1`` runs 100 rounds (50 per
 store) of 20,000 events each. ``ELMSTATE_TEST_KILL_ROUNDS`` and
 ``ELMSTATE_TEST_KILL_EVENTS`` override the rounds per store and the events per
 round.
@@ -65,7 +66,7 @@ pytestmark = [
 
 STRESS = os.environ.get("ELMSTATE_TEST_STRESS", "") == "1"
 ROUNDS = int(os.environ.get("ELMSTATE_TEST_KILL_ROUNDS", "50" if STRESS else "5"))
-EVENTS = int(os.environ.get("ELMSTATE_TEST_KILL_EVENTS", "20000" if STRESS else "3000"))
+EVENTS = int(os.environ.get("ELMSTATE_TEST_KILL_EVENTS", "20000" if STRESS else "5000"))
 WATCHDOG = 3600.0 * 4 if STRESS else 600.0  # seconds, per test (tests/conftest.py)
 
 WORKERS = 3
@@ -211,7 +212,10 @@ class Round:
         victims: list[int] | None = None,
         chaos: Callable[[], None] | None = None,
         poison_at: int | None = None,
+        going: Callable[[], bool] = lambda: False,
     ) -> tuple[kp.Tally, kp.Verdict, dict[str, float]]:
+        """The round's figures; ``going()`` keeps the killer (and chaos) at work
+        after the producer finished, while it returns true."""
         cluster = self.cluster
         began = time.monotonic()
         for i in range(WORKERS):
@@ -230,7 +234,7 @@ class Round:
         self.producer = producer
         producer.start()
         killer = kp.Killer(cluster, self.rng, pause_chance=pause_chance, victims=victims)
-        tally = killer.run_until(producer.finished.is_set, also=chaos)
+        tally = killer.run_until(lambda: producer.finished.is_set() and not going(), also=chaos)
         producing = time.monotonic() - began
         producer.join()
         if producer.error is not None:
@@ -245,10 +249,12 @@ class Round:
         drained = time.monotonic() - began
         codes = cluster.stop()
         assert codes == [0] * WORKERS, f"exit codes {codes}; log:\n{kp.tail(self.config.log)}"
-        # Stopped gracefully, the workers released their leases and heartbeats.
-        leases = [f"{self.name}:lease:{i}" for i in range(SHARDS)]
-        assert admin.exists(*leases) == 0
-        assert admin.zcard(f"{self.name}:workers") == 0
+        # Stopped gracefully, the workers released their leases and heartbeats
+        # (a worker killed less than a lease ago may still have its own).
+        final = {slot.worker_id.encode() for slot in cluster.slots}
+        owners = {admin.get(f"{self.name}:lease:{i}") for i in range(SHARDS)}
+        assert not owners & final, owners
+        assert not set(admin.zrange(f"{self.name}:workers", 0, -1)) & final
         load = loader(admin, self.config, store)
         models = models_of(load, self.keys)
         verdict = kp.judge(models, {key: producer.expected(key) for key in self.keys})
@@ -477,7 +483,7 @@ def zombie(kind: str, stopped: str, tmp_path: Path, separate_lease_check: bool =
 
 # --- 3. connection loss -------------------------------------------------------------
 
-CHAOS_EVENTS = 20000 if STRESS else 3000
+CHAOS_EVENTS = 20000 if STRESS else 5000
 
 
 def test_connection_loss_under_load(tmp_path: Path, say: Say) -> None:
@@ -494,14 +500,23 @@ def test_connection_loss_under_load(tmp_path: Path, say: Say) -> None:
     with stores(kind, tmp_path) as store, redis_admin() as admin:
         run = Round(kind, tmp_path, 0, rng, events=CHAOS_EVENTS)
 
+        turns = 0
+
         def chaos() -> None:
-            if rng.random() < 0.5:
+            nonlocal turns
+            turns += 1
+            if turns % 2:
                 cuts["redis"] += kp.kill_worker_clients(admin, run.config.client_name)
             else:
                 cuts["postgres"] += kill_connections("postgres", tmp_path)
 
+        def going() -> bool:  # at least 3 of each, however fast the events went
+            return min(cuts.values()) < 3
+
         try:
-            tally, verdict, took = run.run(admin, store, pause_chance=0.0, victims=[], chaos=chaos)
+            tally, verdict, took = run.run(
+                admin, store, pause_chance=0.0, victims=[], chaos=chaos, going=going
+            )
             check_oracle(verdict)
             assert dead_letters(admin, run.name) == []
             retries = kp.log_lines(run.config.log, "", "retrying in")
