@@ -242,9 +242,11 @@ class Round:
         if producer.error is not None:
             raise producer.error
         assert producer.produced == self.events
-        for i in range(WORKERS):
-            if not cluster.alive(i):
-                cluster.start(i, wait=False)
+        restarted = [i for i in range(WORKERS) if not cluster.alive(i)]
+        for i in restarted:
+            cluster.start(i, wait=False)
+        for i in restarted:  # until its SIGTERM handler is in place: stop() sends one
+            cluster.wait_started(i)
         assert kp.wait_drained(admin, self.name, SHARDS, cluster, DRAIN), (
             f"the workers did not catch up in {DRAIN} s; log:\n{kp.tail(self.config.log)}"
         )
