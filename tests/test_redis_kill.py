@@ -245,7 +245,9 @@ class Round:
         restarted = [i for i in range(WORKERS) if not cluster.alive(i)]
         for i in restarted:
             cluster.start(i, wait=False)
-        for i in restarted:  # until its SIGTERM handler is in place: stop() sends one
+        # Every worker (the killer's last restarts too) until its SIGTERM handler is in
+        # place: stop() sends one.
+        for i in range(WORKERS):
             cluster.wait_started(i)
         assert kp.wait_drained(admin, self.name, SHARDS, cluster, DRAIN), (
             f"the workers did not catch up in {DRAIN} s; log:\n{kp.tail(self.config.log)}"
