@@ -25,9 +25,10 @@ to round), each on its own copy:
   applied (its ``update`` counts them and ends ``ctx`` on the last; pages are
   acknowledged before ``run`` returns).
 - ``by hand``: a redis-py loop over the same shards: ``XREADGROUP COUNT P >``,
-  group by key, per key ``load_versioned`` + unpack + the same fold + pack +
-  ``store_versioned`` on the same store class (the same bytes as the worker's:
-  the worker's envelope, written by hand), then one ``XACK`` of the page. It does
+  group by key, the page's keys loaded with one ``load_many_versioned``, per key
+  unpack + the same fold + pack, all saved with one ``store_many_versioned`` on
+  the same store class (the same calls and bytes as the worker's: the worker's
+  envelope, written by hand), then one ``XACK`` of the page. It does
   not trim, check leases, publish outboxes or dead-letter.
 
 One worker (and one hand-written loop) runs in this process; two run in two
@@ -46,8 +47,9 @@ afterwards, tables dropped.
 
 Reported per (store, workers, page): µs per event of each arm (median over
 rounds), the ratio worker ÷ by hand (median of the per-round ratios, min … max),
-saves per event, and Redis round trips per page of each arm (counted on the
-client: one per request written, a pipeline or MULTI/EXEC being one). Then:
+store writes per event (one per page: a page's keys are saved at once), and
+Redis round trips per page of each arm (counted on the client: one per request
+written, a pipeline or MULTI/EXEC being one). Then:
 
 - ``--lag SECONDS`` (default 20): one worker, page 100, SQLite; a producer
   process appends events at 50 % of the throughput the 1-worker page-100 SQLite
@@ -249,8 +251,17 @@ def hand_loop(
             keys: dict[str, list[tuple[bytes, bytes]]] = {}
             for raw_id, fields in entries:
                 keys.setdefault(fields[b"key"].decode(), []).append((raw_id, fields[b"payload"]))
-            for key, items in keys.items():
-                value, version = store.load_versioned(None, key)
+            # The worker's store calls: a page's keys loaded and saved at once on a
+            # store that can (every bundled one), else key by key.
+            many = hasattr(store, "store_many_versioned")
+            names = list(keys)
+            if many:
+                loaded = store.load_many_versioned(None, names)
+            else:
+                loaded = [store.load_versioned(None, key) for key in names]
+            saves = []
+            for key, (value, version) in zip(names, loaded):
+                items = keys[key]
                 if value is None:
                     model = init()[0]
                 else:
@@ -259,7 +270,12 @@ def hand_loop(
                     model, _ = update(loads(payload))(model)
                 ms, seq = parse_id(items[-1][0])
                 wrapped = _MAGIC + _HEAD.pack(ms, seq, 0) + dehydrator(None, key, model)
-                store.store_versioned(None, key, wrapped, version)
+                if many:
+                    saves.append((key, wrapped, version))
+                else:
+                    store.store_versioned(None, key, wrapped, version)
+            if saves:
+                store.store_many_versioned(None, saves)
             r.xack(stream, GROUP, *[raw_id for raw_id, _ in entries])
             read += len(entries)
             pages += 1
@@ -422,16 +438,10 @@ class Bench:
         self.order = order
 
     def saves_per_event(self, page: int) -> float:
-        """Saves one pass makes at this page size, per event (the same for both arms)."""
-        a = self.args
-        by_shard: dict[int, list[str]] = {s: [] for s in range(a.shards)}
-        for key in self.order:
-            by_shard[_shard_of(key, a.shards)].append(key)
-        saves = 0
-        for keys in by_shard.values():
-            for start in range(0, len(keys), page):
-                saves += len(set(keys[start : start + page]))
-        return saves / len(self.order)
+        """Store writes one pass makes at this page size, per event (the same for both
+        arms): one per page, every bundled store saving a page's keys at once."""
+        pages = sum(-(-count // page) for count in self.counts.values())
+        return pages / len(self.order)
 
     def fresh(self, store: str, page: int, arm: str) -> Setup:
         """A copy of the template's shards and an empty store, for one timed run."""
@@ -579,7 +589,7 @@ class Bench:
 def table(cells: list[Cell]) -> str:
     lines = [
         "| store | workers | page | rounds | worker, µs/event | by hand, µs/event | × by hand "
-        "(min … max) | worker, events/s | saves/event | round trips/page, worker | by hand "
+        "(min … max) | worker, events/s | store writes/event | round trips/page, worker | by hand "
         "| target | met |",
         "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|:-:|",
     ]
@@ -668,12 +678,23 @@ class Stamped:
 
     def store_versioned(self, ctx: Any, key: str, value: bytes, version: int) -> int:
         new = self.store.store_versioned(ctx, key, value, version)
+        self._stamp()
+        return int(new)
+
+    def load_many_versioned(self, ctx: Any, keys: Any) -> Any:
+        return self.store.load_many_versioned(ctx, keys)
+
+    def store_many_versioned(self, ctx: Any, items: Any) -> Any:
+        new = self.store.store_many_versioned(ctx, items)
+        self._stamp()  # the page's keys saved at once: every event of the page
+        return new
+
+    def _stamp(self) -> None:
         now = time.time()
         stamps = _Count.stamps
         assert stamps is not None
         self.latencies.extend(now - t for t in stamps)
         stamps.clear()
-        return int(new)
 
 
 def pace(url: str, name: str, shards: int, keys: int, rate: float, count: int, at: float) -> None:
@@ -800,13 +821,15 @@ _SPOTS = {
     "page (KeyedWorker._page_of)": ("_worker.py", "_page_of"),
     "lua read (Leases.read script)": ("redis_workers.py", "counted_read"),
     "key (KeyedWorker._apply)": ("_worker.py", "_apply"),
-    "load_versioned (store)": ("s/sqlite.py", "load_versioned"),
-    "store_versioned (store)": ("s/sqlite.py", "store_versioned"),
-    "load_versioned (PostgreSQL store)": ("s/postgres.py", "load_versioned"),
+    "load_many_versioned (SQLite store)": ("s/sqlite.py", "load_many_versioned"),
+    "store_many_versioned (SQLite store)": ("s/sqlite.py", "store_many_versioned"),
+    "load_many_versioned (PostgreSQL store)": ("s/postgres.py", "load_many_versioned"),
+    "store_many_versioned (PostgreSQL store)": ("s/postgres.py", "store_many_versioned"),
+    "store_versioned (SQLite store)": ("s/sqlite.py", "store_versioned"),
     "store_versioned (PostgreSQL store)": ("s/postgres.py", "store_versioned"),
     "aggregate": ("_aggregate.py", "aggregate"),
     "envelope unwrap": ("_envelope.py", "unwrap"),
-    "envelope wrap (+ dehydrator)": ("_worker.py", "wrap"),
+    "envelope wrap": ("_envelope.py", "wrap"),
     "program: update + transforms": ("redis_workers.py", "update"),
     "decode (json)": ("_common.py", "json_decode"),
     "finish: ack + trim (MULTI/EXEC)": ("_worker.py", "_finish"),
