@@ -95,6 +95,18 @@ class Emit:
         return f"Emit({self.key!r}, {self.message!r})"
 
 
+def program_args(init: Any, update: Any, hydrator: Any, dehydrator: Any, view: Any) -> None:
+    """A keyed program's callables checked, a bad one named (TypeError)."""
+    for name, value in (
+        ("init", init),
+        ("update", update),
+        ("hydrator", hydrator),
+        ("dehydrator", dehydrator),
+    ):
+        check.callable_arg(name, value)
+    check.optional_callable_arg("view", view)
+
+
 class Program(Generic[Model, Msg]):
     """A keyed program, as the command line loads it (``MODULE:PROGRAM``)."""
 
@@ -108,14 +120,7 @@ class Program(Generic[Model, Msg]):
         dehydrator: Dehydrator[Model],
         view: View[Model] | None = None,
     ) -> None:
-        for name, value in (
-            ("init", init),
-            ("update", update),
-            ("hydrator", hydrator),
-            ("dehydrator", dehydrator),
-        ):
-            check.callable_arg(name, value)
-        check.optional_callable_arg("view", view)
+        program_args(init, update, hydrator, dehydrator, view)
         self.init = init
         self.update = update
         self.hydrator = hydrator

@@ -47,7 +47,7 @@ from ._common import (
     socket_timeout,
 )
 from ._envelope import Envelope, Outgoing
-from ._keyed import Emit
+from ._keyed import Emit, program_args
 from ._leases import Leases
 
 log = logging.getLogger("elmstate.redis")
@@ -266,14 +266,7 @@ class KeyedWorker(Generic[Model, Msg]):
         self._name = name_arg("name", name)
         self._shards = count_arg("shards", shards)
         check.has_methods("store", store, "load", "load_versioned", "store_versioned")
-        for arg, value in (
-            ("init", init),
-            ("update", update),
-            ("hydrator", hydrator),
-            ("dehydrator", dehydrator),
-        ):
-            check.callable_arg(arg, value)
-        check.optional_callable_arg("view", view)
+        program_args(init, update, hydrator, dehydrator, view)
         self._group = name_arg("group", group)
         self._id = _default_worker_id() if worker_id is None else name_arg("worker_id", worker_id)
         self._lease = check.seconds_arg("lease", lease)
