@@ -982,6 +982,54 @@ def test_emitted_messages_reach_the_output_stream(
     assert fold.calls_of(7) == 1
 
 
+def test_a_new_owner_does_not_carry_a_published_outbox(
+    elm: ModuleType, admin: Any, ks: Keyspace
+) -> None:
+    """Workers taking a key in turn (each its own, fresh worker object) each publish
+    their own message once: a stored outbox whose page was acknowledged was
+    published, so it is not carried into the next save nor sent again, and the
+    snapshot's outbox holds the last save's messages only."""
+    output = ks.name + "-out"
+    fold = Fold(elm)
+    store = elm.MemoryStore()
+    ctx = elm.Context()
+    for i in range(4):
+        produce(elm, admin, ks.name, 1, [("k", {"emit": i, "to": "a"})])
+        w = worker(elm, admin, ks.name, store, fold, shards=1, output=output)
+        step_until(w, ctx, lambda w=w: w.stats().processed == 1)
+        w._release()
+        value, _ = store.load_versioned(None, "k")
+        assert [item.payload for item in elm.redis._envelope.unwrap(value).outbox] == [
+            str(i).encode()
+        ]
+    sent = [payload for _, _, payload, _ in output_entries(admin, output, 1)]
+    assert sent == [0, 1, 2, 3]  # once each: nothing sent again
+    assert w.load(None, "k") == [0, 1, 2, 3]
+
+
+def test_a_busy_worker_shares_its_shards_with_a_new_one(
+    elm: ModuleType, admin: Any, ks: Keyspace
+) -> None:
+    """Balance happens between pages of a busy worker too (a renewal of its leases
+    in the middle of a page must not put it off): a worker that joins while the
+    first has a backlog gets its share within a few heartbeats."""
+    fold = Fold(elm)
+    fold.delay = 0.002  # a slow program: the backlog lasts seconds
+    store = elm.MemoryStore()
+    produce(elm, admin, ks.name, 4, [(f"key-{i % 40}", i) for i in range(3000)])
+    first = worker(elm, admin, ks.name, store, fold, shards=4, lease=0.6, page=50)
+    second = worker(elm, admin, ks.name, store, fold, shards=4, lease=0.6, page=50)
+    with Running(elm, first) as busy:
+        assert wait_until(lambda: first.stats().processed > 0)
+        with Running(elm, second) as joined:
+            shared = wait_until(lambda: second.stats().shards_owned == 2, timeout=3.0)
+            backlog = 3000 - first.stats().processed - second.stats().processed
+            joined.stop()
+        busy.stop()
+    assert shared, (first.stats(), second.stats())
+    assert backlog > 0  # it was shared while the first still had work
+
+
 def test_an_emit_without_output_fails_its_tick(elm: ModuleType, admin: Any, ks: Keyspace) -> None:
     fold = Fold(elm)
     store = elm.MemoryStore()

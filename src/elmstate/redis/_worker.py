@@ -316,7 +316,10 @@ class KeyedWorker(Generic[Model, Msg]):
         self._skipped = 0
         self._dead = 0
         self._conflicts = 0
-        self._next_beat = 0.0
+        self._next_beat = 0.0  # the next renewal of the leases
+        # The next balance: its own deadline, which a renewal in the middle of a
+        # long page does not push back (or a busy worker would never balance).
+        self._next_balance = 0.0
         for shard in range(self._shards):
             _create_group(self._client, shard_stream(self._name, shard), self._group)
 
@@ -376,7 +379,7 @@ class KeyedWorker(Generic[Model, Msg]):
     def _step(self, ctx: Any) -> bool:
         """One round over the owned shards; whether any had work."""
         now = time.monotonic()
-        if now >= self._next_beat:
+        if now >= self._next_balance:
             self._beat("balance")
         busy = False
         for shard in list(self._owned.values()):
@@ -393,8 +396,11 @@ class KeyedWorker(Generic[Model, Msg]):
     def _beat(self, mode: str) -> None:
         owned, gave = self._leases.heartbeat(mode)
         self._next_beat = time.monotonic() + self._lease / 3
+        if mode == "balance":
+            self._next_balance = self._next_beat
         for index in gave:
-            self._owned.pop(index, None)
+            if index in self._owned:
+                self._drop(self._owned[index], release=False)  # released by the script
         for index in list(self._owned):
             if index not in owned:  # the lease lapsed: another worker may hold it
                 log.warning("worker %s lost the lease of %s", self._id, self._stream(index))
@@ -430,7 +436,7 @@ class KeyedWorker(Generic[Model, Msg]):
         """Block until an owned shard has new entries, a retry or heartbeat is due,
         or IDLE passed."""
         now = time.monotonic()
-        deadline = min(self._next_beat, now + IDLE)
+        deadline = min(self._next_beat, self._next_balance, now + IDLE)
         for shard in self._owned.values():
             for at in shard.retry_at.values():
                 deadline = min(deadline, at)
@@ -520,6 +526,9 @@ class KeyedWorker(Generic[Model, Msg]):
                     return True
             result = self._key(ctx, shard, key, entries, loads.get(key))
             results[key] = result
+            if self._failures and not result.waiting:  # a retried entry succeeded
+                for entry in result.done:
+                    self._failures.pop((shard.index, entry.raw), None)
             acks.extend(e.raw for e in result.done)
             if result.waiting:
                 self._failed(shard, key, result)
@@ -606,7 +615,9 @@ class KeyedWorker(Generic[Model, Msg]):
         # Which entry failed? Apply them one at a time up to the first that fails.
         done = list(result.done)
         for i in range(len(done), len(entries)):
-            single = self._apply(ctx, shard, key, [entries[i]])
+            # Each saves a version whose outbox is published only at the page's end:
+            # the next one carries it on.
+            single = self._apply(ctx, shard, key, [entries[i]], carry=True)
             if single.error is not None:
                 return _Result(single.version, single.envelope, done, entries[i:], single.error)
             done.append(entries[i])
@@ -619,6 +630,7 @@ class KeyedWorker(Generic[Model, Msg]):
         key: str,
         entries: list[_Entry],
         loaded: tuple[bytes | None, int] | None = None,
+        carry: bool = False,
     ) -> _Result:
         if loaded is None:
             try:
@@ -643,8 +655,14 @@ class KeyedWorker(Generic[Model, Msg]):
         run.version = version
         run.payloads = [e.payload for e in fresh]
         run.target = target = fresh[-1].id
-        # An outbox that this worker published is not carried into the next save.
-        run.carried = () if shard.published.get(key) == version else envelope.outbox
+        # The stored outbox goes into the next save only while it may not have
+        # been published: a page that saved it and was acknowledged published it
+        # first, so it is unpublished only if that page's entries of this key are
+        # still pending -- skipped here. (A page is read in id order, so they are
+        # in this page or were in an earlier one.) This keeps outboxes bounded.
+        # ``carry``: an earlier save of this page, not published yet.
+        unpublished = (skipped or carry) and shard.published.get(key) != version
+        run.carried = envelope.outbox if unpublished else ()
         run.outbox = []
         run.saved = None
         run.defer = loaded is not None
@@ -696,7 +714,10 @@ class KeyedWorker(Generic[Model, Msg]):
             value, version = self._store.load_versioned(ctx, key)
         except Exception as exc:
             raise _StoreError(exc) from exc
-        envelope = _envelope.unwrap(value)
+        try:
+            envelope = _envelope.unwrap(value)
+        except ValueError:  # damaged since: read again, it takes the poison path
+            raise _Lost(key) from None
         if envelope.applied is not None and envelope.applied >= target:
             return _Result(version, envelope, entries, [])
         self._conflicts += 1
