@@ -201,6 +201,9 @@ class _KeyRun:
     def store(self, ctx: Any, key: str, value: bytes) -> None:
         raise TypeError("a keyed worker saves by compare-and-set only")
 
+    def close(self) -> None:
+        """Nothing of its own to close: the store stays the worker's caller's."""
+
     def store_versioned(self, ctx: Any, key: str, value: bytes, version: int) -> int:
         inner = check.bytes_value(value, "dehydrator must return bytes")
         new = version + 1  # what store_versioned returns: the dedupe ids name it
