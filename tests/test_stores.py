@@ -24,6 +24,7 @@ from _helpers import InThread, wait_for
 from _stores import (
     KINDS,
     SERVER_KINDS,
+    LosingProxy,
     connection_name,
     connections,
     kill_connections,
@@ -401,64 +402,6 @@ class _server_holds_writes:
             self.admin.close()
 
 
-class _LosingProxy:
-    """A TCP proxy to Redis that can lose a reply: once ``lose_next`` is set, it
-    forwards the next EVALSHA to the server, lets it run, then closes the
-    connection without passing the reply on (a network failure at the worst
-    moment: the write landed, the client cannot know)."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.upstream = (host, port)
-        self.lose_next = threading.Event()
-        self.swallow = threading.Event()
-        self.lost = 0
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.sockets: list[socket.socket] = [self.listener]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection(self.upstream)
-            self.sockets += [client, server]
-            threading.Thread(target=self._pump, args=(client, server, True), daemon=True).start()
-            threading.Thread(target=self._pump, args=(server, client, False), daemon=True).start()
-
-    def _pump(self, source: socket.socket, sink: socket.socket, requests: bool) -> None:
-        try:
-            while data := source.recv(65536):
-                if requests and b"EVALSHA" in data.upper() and self.lose_next.is_set():
-                    self.lose_next.clear()
-                    self.swallow.set()  # the reply to this request is lost
-                elif not requests and self.swallow.is_set():
-                    self.swallow.clear()
-                    self.lost += 1
-                    break  # the server ran the script and replied: close instead
-                sink.sendall(data)
-        except OSError:
-            pass
-        for sock in (source, sink):
-            _hang_up(sock)
-
-    def close(self) -> None:
-        for sock in self.sockets:
-            _hang_up(sock)
-
-
-def _hang_up(sock: socket.socket) -> None:
-    # shutdown() first: it sends the FIN at once and wakes the other pump's recv
-    # (a bare close() from another thread does neither while a recv is blocked).
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass  # never connected, or already shut down
-    sock.close()
-
-
 def test_redis_lost_reply_with_client_retries(tmp_path: Path) -> None:
     """A caller's client that retries (redis-py 6 and later do by default):
     a write whose reply is lost is re-sent, and the re-send is recognised by
@@ -472,7 +415,7 @@ def test_redis_lost_reply_with_client_retries(tmp_path: Path) -> None:
     from elmstate.stores.redis import RedisStore
 
     admin_kwargs = redis.Redis.from_url(redis_url(tmp_path)).connection_pool.connection_kwargs
-    proxy = _LosingProxy(admin_kwargs["host"], admin_kwargs["port"])
+    proxy = LosingProxy(admin_kwargs["host"], admin_kwargs["port"])
     client = redis.Redis(
         host="127.0.0.1",
         port=proxy.port,
@@ -505,7 +448,7 @@ def test_redis_lost_reply_without_retries(tmp_path: Path) -> None:
     from elmstate.stores.redis import RedisStore
 
     admin_kwargs = redis.Redis.from_url(redis_url(tmp_path)).connection_pool.connection_kwargs
-    proxy = _LosingProxy(admin_kwargs["host"], admin_kwargs["port"])
+    proxy = LosingProxy(admin_kwargs["host"], admin_kwargs["port"])
     url = f"redis://127.0.0.1:{proxy.port}/{admin_kwargs.get('db', 0)}"
     try:
         with open_store("redis", tmp_path), RedisStore(url, prefix=prefix(tmp_path)) as store:

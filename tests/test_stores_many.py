@@ -20,6 +20,7 @@ from _helpers import InThread, wait_for
 from _stores import (
     KINDS,
     SERVER_KINDS,
+    LosingProxy,
     connection_name,
     connections,
     kill_connections,
@@ -604,60 +605,6 @@ def test_postgres_serialization_failure_is_a_conflict(tmp_path: Path, isolation:
 # ------------------------------------------------------ Redis lost replies
 
 
-class _LosingProxy:
-    """A TCP proxy to Redis that, once ``lose_next`` is set, forwards the next
-    EVALSHA, lets the server run it, and hangs up instead of passing the reply on."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.upstream = (host, port)
-        self.lose_next = threading.Event()
-        self.swallow = threading.Event()
-        self.lost = 0
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.sockets: list[socket.socket] = [self.listener]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection(self.upstream)
-            self.sockets += [client, server]
-            threading.Thread(target=self._pump, args=(client, server, True), daemon=True).start()
-            threading.Thread(target=self._pump, args=(server, client, False), daemon=True).start()
-
-    def _pump(self, source: socket.socket, sink: socket.socket, requests: bool) -> None:
-        try:
-            while data := source.recv(65536):
-                if requests and b"EVALSHA" in data.upper() and self.lose_next.is_set():
-                    self.lose_next.clear()
-                    self.swallow.set()
-                elif not requests and self.swallow.is_set():
-                    self.swallow.clear()
-                    self.lost += 1
-                    break
-                sink.sendall(data)
-        except OSError:
-            pass
-        for sock in (source, sink):
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            sock.close()
-
-    def close(self) -> None:
-        for sock in self.sockets:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            sock.close()
-
-
 def _client_through(proxy_port: int, where: Path, retries: int) -> Any:
     import redis
     from redis.backoff import NoBackoff
@@ -673,11 +620,11 @@ def _client_through(proxy_port: int, where: Path, retries: int) -> Any:
     )
 
 
-def _proxy(where: Path) -> _LosingProxy:
+def _proxy(where: Path) -> LosingProxy:
     import redis
 
     kwargs = redis.Redis.from_url(redis_url(where)).connection_pool.connection_kwargs
-    return _LosingProxy(kwargs["host"], kwargs["port"])
+    return LosingProxy(kwargs["host"], kwargs["port"])
 
 
 def test_redis_resent_script_is_idempotent(tmp_path: Path) -> None:
