@@ -28,11 +28,11 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 import redis
 
 from .._backend import core
+from ..stores._secrets import MASK
 from ._keyed import Program
 from ._worker import KeyedWorker, Stats
 
 PROG = "python -m elmstate.redis"
-MASK = "***"
 # Exit codes: a requested stop, a failure at run time (Redis or the store
 # unreachable, a worker that gave up), a usage error (arguments, program, URLs).
 OK, FAILED, USAGE = 0, 1, 2

@@ -100,18 +100,31 @@ def shard_stream(name: str, shard: int) -> str:
     return f"{name}:{shard}"
 
 
+def recorded_shards(client: redis.Redis, name: str, shards: int) -> int:
+    """``name``'s shard count as recorded under ``name:meta``; ``shards`` if none was."""
+    pipe = client.pipeline(transaction=True)
+    pipe.hsetnx(f"{name}:meta", "shards", shards)
+    pipe.hget(f"{name}:meta", "shards")
+    return int(pipe.execute()[1])
+
+
 def record_shards(client: redis.Redis, name: str, shards: int) -> None:
     """Record ``name``'s shard count, or check it against the one recorded.
 
     Every producer and worker of ``name`` must agree on it: a key's shard is
     ``crc32(key) % shards``, so two counts would send one key to two shards.
     """
-    meta = f"{name}:meta"
-    pipe = client.pipeline(transaction=True)
-    pipe.hsetnx(meta, "shards", shards)
-    pipe.hget(meta, "shards")
-    _, recorded = pipe.execute()
-    if int(recorded) != shards:
+    recorded = recorded_shards(client, name, shards)
+    if recorded != shards:
         raise ValueError(
-            f"shards={shards} but {name!r} was created with {int(recorded)} shards ({meta})"
+            f"shards={shards} but {name!r} was created with {recorded} shards ({name}:meta)"
         )
+
+
+def create_group(client: redis.Redis, stream: str, group: str) -> None:
+    """The consumer group, reading ``stream`` from its start, made unless it exists."""
+    try:
+        client.xgroup_create(stream, group, id="0", mkstream=True)
+    except redis.ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise

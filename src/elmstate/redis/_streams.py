@@ -24,6 +24,7 @@ from ._common import (
     client_arg,
     codec_arg,
     count_arg,
+    create_group,
     json_decode,
     json_encode,
     name_arg,
@@ -188,11 +189,7 @@ class StreamConsumer:
         # Where the next page of this consumer's pending entries starts (after
         # this id); None once they are all read, and new entries are next.
         self._cursor: bytes | None = b"0-0"
-        try:
-            self._client.xgroup_create(self._stream, self._group, id="0", mkstream=True)
-        except redis.ResponseError as exc:
-            if not str(exc).startswith("BUSYGROUP"):
-                raise
+        create_group(self._client, self._stream, self._group)
 
     def get(self, ctx: Context | None = None) -> Any:
         """The next message: a rolled-back one, a pending one, else a new one (waiting)."""

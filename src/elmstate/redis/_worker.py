@@ -36,12 +36,14 @@ from ._common import (
     client_arg,
     codec_arg,
     count_arg,
+    create_group,
     format_id,
     json_decode,
     json_encode,
     name_arg,
     parse_id,
     record_shards,
+    recorded_shards,
     shard_of,
     shard_stream,
     socket_timeout,
@@ -303,7 +305,7 @@ class KeyedWorker(Generic[Model, Msg]):
         record_shards(self._client, self._name, self._shards)
         self._output_shards = 0
         if output is not None:
-            self._output_shards = _output_shards(self._client, output, self._shards)
+            self._output_shards = recorded_shards(self._client, output, self._shards)
         self._leases = Leases(self._client, self._name, self._shards, self._id, self._lease)
         self._run = _KeyRun(store, self._decode, update, output)
         # A store that saves many keys in one step saves a page's keys together.
@@ -324,7 +326,7 @@ class KeyedWorker(Generic[Model, Msg]):
         # long page does not push back (or a busy worker would never balance).
         self._next_balance = 0.0
         for shard in range(self._shards):
-            _create_group(self._client, shard_stream(self._name, shard), self._group)
+            create_group(self._client, shard_stream(self._name, shard), self._group)
 
     @property
     def worker_id(self) -> str:
@@ -337,7 +339,7 @@ class KeyedWorker(Generic[Model, Msg]):
 
     def run(self, ctx: Any = None) -> None:
         """Process the owned shards until ``ctx`` ends; then release them and return."""
-        ctx = check_context(ctx)
+        ctx = core._context_arg(ctx)
         errors = 0
         try:
             while not ctx.done:
@@ -370,7 +372,7 @@ class KeyedWorker(Generic[Model, Msg]):
     def load(self, ctx: Any, key: str) -> Model | None:
         """The model saved for ``key`` (read-only models not resolved), or None."""
         check.key_arg("key", key)
-        ctx = check_context(ctx)
+        ctx = core._context_arg(ctx)
         inner = _envelope.unwrap(self._store.load(ctx, key)).inner
         if inner is None:
             return None
@@ -811,14 +813,6 @@ def _describe(error: BaseException) -> str:
     return "".join(traceback.format_exception_only(type(error), error)).strip()
 
 
-def _create_group(client: redis.Redis, stream: str, group: str) -> None:
-    try:
-        client.xgroup_create(stream, group, id="0", mkstream=True)
-    except redis.ResponseError as exc:
-        if "BUSYGROUP" not in str(exc):
-            raise
-
-
 def _group_lag(client: redis.Redis, stream: str, group: str) -> int:
     for info in client.xinfo_groups(stream):
         if info["name"].decode() == group:
@@ -829,19 +823,3 @@ def _group_lag(client: redis.Redis, stream: str, group: str) -> int:
                 )
             return int(info["pending"]) + int(lag)
     return 0
-
-
-def _output_shards(client: redis.Redis, output: str, default: int) -> int:
-    meta = f"{output}:meta"
-    pipe = client.pipeline(transaction=True)
-    pipe.hsetnx(meta, "shards", default)
-    pipe.hget(meta, "shards")
-    return int(pipe.execute()[1])
-
-
-def check_context(ctx: Any) -> Any:
-    if ctx is None:
-        return core.Context()
-    if not isinstance(ctx, core.Context):
-        raise check.not_context("ctx", ctx)
-    return ctx
