@@ -87,6 +87,25 @@ def child(case: str, mode: str, n: int, core: str) -> None:
         gc.collect()
         if mode == "full":
             workload.floor(msgs)
+    elif case in ("put-empty", "get"):
+        # The Buffer's two per-message calls on their own, in a Python loop
+        # (whose cost the floor shows): an empty put, the loop's after a tick
+        # that produced nothing, and a get of a message already there.
+        with elmstate.Buffer() as buf, buf.new_consumer() as consumer:
+            if case == "get":
+                buf.put(None, *msgs)
+            gc.collect()
+            if mode == "full":
+                if case == "get":
+                    get = consumer.get
+                    for _ in range(n):
+                        get()
+                else:
+                    put = buf.put
+                    for _ in range(n):
+                        put(None)
+                held = len(msgs) if case == "get" else 0
+                workload.last[0] = n if len(buf) == held else None
     else:
         update = {"run-none": workload.update, "run-empty": workload.update_empty}[case]
         with elmstate.Buffer() as buf, buf.new_consumer() as consumer:
@@ -124,6 +143,10 @@ CASES = [
     Case("run, () command, compiled", "run-empty", "compiled"),
     Case("run, None command, pure", "run-none", "pure"),
     Case("run, () command, pure", "run-empty", "pure"),
+    Case("Buffer put(ctx), no values, compiled", "put-empty", "compiled"),
+    Case("Buffer get(), message held, compiled", "get", "compiled"),
+    Case("Buffer put(ctx), no values, pure", "put-empty", "pure"),
+    Case("Buffer get(), message held, pure", "get", "pure"),
 ]
 
 
