@@ -11,6 +11,7 @@ from ._aggregate import aggregate
 from ._backend import compiled, core
 from ._cleaners import CleanerNotification, default_cleaner, fixed_buffer_cleaner
 from ._errors import Canceled, Closed, Conflict, DeadlineExceeded, Lagged, NothingUncommitted
+from ._messages import Dropped
 from .commands import new_command, tag
 from .stores import MemoryStore, SQLiteStore
 
@@ -35,6 +36,7 @@ __all__ = [
     "Conflict",
     "Context",
     "DeadlineExceeded",
+    "Dropped",
     "Lagged",
     "MemoryStore",
     "NothingUncommitted",

@@ -77,6 +77,10 @@ cdef class Buffer:
     cdef bint _clean_again  # something asked for a pass while one ran
     cdef Py_ssize_t _clean_fork  # _timer.forks when the running pass began
     cdef int64_t _clean_floor  # a pass drops nothing at or past this index
+    cdef int64_t _maxsize  # -1: unbounded
+    cdef int64_t _room_at  # wait mode: a reader this far past the start makes room at once
+    cdef bint _drop_oldest  # overflow="drop_oldest"
+    cdef Py_ssize_t _room_waiters  # puts waiting for room
     cdef object __weakref__
     cdef inline int _put(self, Context ctx, PyObject** values, Py_ssize_t n) except -1
     cdef inline int _put_seq(self, Context ctx, object values) except -1
@@ -93,6 +97,10 @@ cdef class Buffer:
     cdef int _defer(self, double delay) except -1
     cdef int64_t _ask(self, cleaner, int64_t size, list offsets, bint inline) except? -1
     cdef int _drop_to(self, int64_t target) except -1
+    cdef int _wait_room(self, Context ctx, PyObject** values, Py_ssize_t n) except -1
+    cdef bint _read_here(self) except -1
+    cdef int _drop_over(self) except -1
+    cdef int _make_room(self) except -1
 
 
 @cython.final
@@ -117,6 +125,7 @@ cdef class BufferConsumer:
     cdef int64_t _read  # absolute index of the next message to read
     cdef int64_t _committed
     cdef bint _closed
+    cdef unsigned long _thread  # bounded buffers: the thread of the last get (0: none)
     cdef object __weakref__
     cdef inline object _get(self, Context ctx)
     cdef object _wait(self, Context ctx)

@@ -19,6 +19,7 @@ cimport cython
 from cpython.list cimport PyList_GET_SIZE, PyList_New, PyList_SET_ITEM
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.object cimport PyObject
+from cpython.pythread cimport PyThread_get_thread_ident
 from cpython.ref cimport Py_DECREF, Py_INCREF
 from cpython.sequence cimport PySequence_Fast_ITEMS
 from cpython.tuple cimport PyTuple_GET_SIZE
@@ -46,6 +47,7 @@ from elmstate import _timer
 from elmstate import _validate as check
 from elmstate._cleaners import default_cleaner, trim_count
 from elmstate._errors import Canceled, Closed, DeadlineExceeded, Lagged, NothingUncommitted
+from elmstate._messages import Dropped
 
 __all__ = ["Buffer", "BufferConsumer", "Context", "batch", "run"]
 
@@ -62,6 +64,8 @@ cdef int64_t _SHRINK_ABOVE = 1024  # rings this small are never shrunk
 cdef int64_t _NO_FLOOR = 0x7FFFFFFFFFFFFFFF  # past any index
 cdef double _GRACE = 0.001  # how long a due pass waits for a put or commit to run it
 cdef object _ATTACH = object()  # BufferConsumer.__new__'s pass: only new_consumer has it
+# Threads in a loop's first tick, which has read nothing yet: their puts never wait.
+cdef object _first_tick = threading.local()
 
 
 # --------------------------------------------------------------------------- Context
@@ -351,10 +355,11 @@ cpdef Context _context_arg(object ctx):
 
 
 cdef class Buffer:
-    """Buffer()
+    """Buffer(maxsize=None, *, overflow='wait')
 --
 
-A thread-safe, one-to-many, unbounded FIFO with per-consumer offsets.
+A thread-safe, one-to-many FIFO with per-consumer offsets, unbounded unless
+``maxsize`` is given (docs/buffer.md#bounded-buffers).
 
     Messages live in a ring of owned references: slot ``i & _mask`` holds the
     message at absolute index ``i`` for ``_start <= i < _end``, one reference
@@ -367,12 +372,24 @@ A thread-safe, one-to-many, unbounded FIFO with per-consumer offsets.
             raise MemoryError()
         self._mask = _MIN_CAPACITY - 1
 
-    def __init__(self):
+    def __init__(self, maxsize=None, *, overflow="wait"):
+        self._maxsize, self._drop_oldest = check.buffer_bounds(maxsize, overflow)
+        self._room_at = max(self._maxsize // 2, 1)
         self._lock = _RLock()  # re-entrant: a finaliser run by the GC under it may put
         self._cond = _Condition(self._lock)
         self._consumers = []
         self._cleaner = default_cleaner
         self._cooldown = 0.01
+
+    @property
+    def maxsize(self):
+        """The bound, or None for an unbounded buffer."""
+        return None if self._maxsize < 0 else self._maxsize
+
+    @property
+    def overflow(self):
+        """What a put does when the buffer is full: 'wait' or 'drop_oldest'."""
+        return "drop_oldest" if self._drop_oldest else "wait"
 
     def __dealloc__(self):
         cdef int64_t i
@@ -394,6 +411,7 @@ A thread-safe, one-to-many, unbounded FIFO with per-consumer offsets.
             consumer = BufferConsumer.__new__(BufferConsumer, _ATTACH)
             consumer._buffer = self
             consumer._read = consumer._committed = self._start  # what a pass meanwhile sees
+            consumer._thread = 0
             self._consumers.append(weakref.ref(consumer))
             # Again, now that a pass can see it: one that a finaliser ran while
             # the list grew may have dropped past where it started.
@@ -465,7 +483,14 @@ A thread-safe, one-to-many, unbounded FIFO with per-consumer offsets.
         if self._closed:
             raise self._closed_error()
         if n:
-            self._append(values, n)
+            if self._maxsize < 0 or self._drop_oldest:
+                self._append(values, n)
+                if self._drop_oldest and self._end - self._start > self._maxsize:
+                    self._drop_over()
+            elif self._end - self._start < self._maxsize:
+                self._append(values, n)  # no Python ran since the check: still room
+            else:
+                self._wait_room(ctx, values, n)
         if not self._clean_pending:
             self._maybe_clean()
         return 0
@@ -489,6 +514,79 @@ A thread-safe, one-to-many, unbounded FIFO with per-consumer offsets.
     cdef int _wake(self) except -1:
         with self._cond:
             self._cond.notify_all()
+        return 0
+
+    # Bounds. A full buffer in wait mode makes a put wait for the cleaner to drop
+    # what every consumer has committed past; a reader committing past the
+    # buffer's middle runs a pass at once, so a waiting producer refills half the
+    # buffer at a time rather than one message per commit. A put on a thread
+    # that reads this buffer never waits: only that reader could make room.
+
+    cdef int _wait_room(self, Context ctx, PyObject** values, Py_ssize_t n) except -1:
+        """Wait mode, the buffer full: append once there is room (or never wait here)."""
+        cdef Py_ssize_t token = 0
+        with self._cond:
+            try:
+                while True:
+                    if self._closed:
+                        raise self._closed_error()
+                    if ctx is not None and ctx._done:
+                        raise ctx._error()
+                    if self._end - self._start < self._maxsize or self._read_here():
+                        self._append(values, n)
+                        return 0
+                    if ctx is not None and token == 0:
+                        token = ctx._on_done(_Waker(self._cond))
+                        continue  # 0 means ctx ended meanwhile: the check above raises
+                    self._room_waiters += 1
+                    try:
+                        self._cond.wait()
+                    finally:
+                        self._room_waiters -= 1
+            finally:
+                if token:
+                    ctx._off_done(token)
+
+    cdef bint _read_here(self) except -1:
+        """Lock held: this thread is a loop's in its first tick, or reads this buffer."""
+        cdef unsigned long me
+        cdef BufferConsumer consumer
+        if getattr(_first_tick, "depth", 0):
+            return True
+        me = PyThread_get_thread_ident()
+        for ref in self._consumers:
+            consumer = ref()
+            if consumer is not None and not consumer._closed and consumer._thread == me:
+                return True
+        return False
+
+    cdef int _drop_over(self) except -1:
+        """drop_oldest: drop the oldest messages past ``maxsize``, a chunk at a time.
+
+        As in ``_drop_to``, references leave the ring under the lock and are
+        released after it; a consumer that had not read them learns it in ``get``.
+        """
+        cdef PyObject* held[256]
+        cdef int64_t i, k
+        while True:
+            with self._lock:
+                k = self._end - self._start - self._maxsize
+                if k > 256:
+                    k = 256
+                if k <= 0:
+                    if self._waiters:
+                        self._cond.notify_all()  # a waiting get must learn it lost messages
+                    return 0
+                for i in range(k):  # no Python runs: the references move to held
+                    held[i] = self._ring[(self._start + i) & self._mask]
+                self._start += k
+            for i in range(k):
+                Py_DECREF(<object>held[i])
+
+    cdef int _make_room(self) except -1:
+        """A put waits for room: a pass now, whatever the cooldown."""
+        if not self._closed:
+            self._pass(True, monotonic())
         return 0
 
     cdef int _grow(self, Py_ssize_t extra) except -1:
@@ -692,8 +790,9 @@ A thread-safe, one-to-many, unbounded FIFO with per-consumer offsets.
                         while cap < 2 * size:
                             cap *= 2
                         self._resize(cap)  # give back what a burst took, keeping room to grow
-                    if self._waiters:
-                        self._cond.notify_all()  # a lagging consumer must wake up to learn it
+                    if self._waiters or self._room_waiters:
+                        # A lagging consumer must wake up to learn it; a put, to use the room.
+                        self._cond.notify_all()
                     return 0
                 for i in range(k):  # no Python runs: the references move to held
                     held[i] = self._ring[(self._start + i) & self._mask]
@@ -788,6 +887,8 @@ cdef class BufferConsumer:
     cdef inline object _get(self, Context ctx):
         cdef Buffer buffer = self._buffer
         cdef int64_t index = self._read
+        if buffer._maxsize >= 0:  # a put on this thread must never wait for this reader
+            self._thread = PyThread_get_thread_ident()
         if (
             not self._closed
             and not buffer._closed
@@ -814,6 +915,9 @@ cdef class BufferConsumer:
                         raise ctx._error()
                     index = self._read
                     if index < buffer._start:
+                        if buffer._drop_oldest:  # freshness over completeness
+                            self._read = buffer._start
+                            return Dropped(buffer._start - index)
                         raise Lagged(
                             f"the cleaner dropped {buffer._start - index} message(s)"
                             " this consumer had not read"
@@ -834,11 +938,14 @@ cdef class BufferConsumer:
                     ctx._off_done(token)
 
     cdef inline int _commit(self) except -1:
+        cdef Buffer buffer = self._buffer
         if self._closed or self._read == self._committed:
             self._check_uncommitted("commit")  # raises
         self._committed = self._read
-        if not self._buffer._clean_pending:
-            self._buffer._maybe_clean()
+        if buffer._room_waiters and self._read - buffer._start >= buffer._room_at:
+            buffer._make_room()
+        elif not buffer._clean_pending:
+            buffer._maybe_clean()
         return 0
 
     cdef int _check_uncommitted(self, str what) except -1:
@@ -963,7 +1070,15 @@ cdef int _loop(_Program program, object consumer, Context ctx) except -1:
     cdef bint ticking = False  # a failure rolls back only inside a tick
     if ctx._done:
         raise ctx._error()
-    program.start(ctx)
+    if direct is not None:  # its first tick may put before any get (docs/buffer.md)
+        direct._thread = PyThread_get_thread_ident()
+    elif wrapped is not None and wrapped.direct is not None:
+        wrapped.direct._thread = PyThread_get_thread_ident()
+    _first_tick.depth = getattr(_first_tick, "depth", 0) + 1
+    try:
+        program.start(ctx)
+    finally:
+        _first_tick.depth -= 1
     try:  # one try around the loop: entering a try costs, on every tick
         while True:
             if ctx._done:

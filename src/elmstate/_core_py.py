@@ -20,6 +20,7 @@ from . import _validate as check
 from . import typing as _typing
 from ._cleaners import default_cleaner, trim_count
 from ._errors import Canceled, Closed, DeadlineExceeded, Lagged, NothingUncommitted
+from ._messages import Dropped
 from .typing import Fetcher, Init, Model, Msg, Replay, T, Update, View
 
 __all__ = ["Buffer", "BufferConsumer", "Context", "batch", "run"]
@@ -342,13 +343,21 @@ def _context_arg(ctx: Any) -> Context:
 # --------------------------------------------------------------------------- Buffer
 
 
+# Threads in a loop's first tick, which has read nothing yet: their puts never wait.
+_first_tick = threading.local()
+
+
 class Buffer(Generic[T]):
-    """A thread-safe, one-to-many, unbounded FIFO with per-consumer offsets."""
+    """A thread-safe, one-to-many FIFO with per-consumer offsets, unbounded unless
+    ``maxsize`` is given (docs/buffer.md#bounded-buffers)."""
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         _final(cls)
 
-    def __init__(self) -> None:
+    def __init__(self, maxsize: int | None = None, *, overflow: str = "wait") -> None:
+        self._maxsize, self._drop_oldest = check.buffer_bounds(maxsize, overflow)  # -1: unbounded
+        self._room_at = max(self._maxsize // 2, 1)  # see _make_room
+        self._room_waiters = 0  # puts waiting for room
         self._lock = threading.RLock()  # re-entrant: a finaliser run by the GC under it may put
         self._cond = threading.Condition(self._lock)
         # (messages, absolute index of messages[0]). Puts append to the list
@@ -373,8 +382,18 @@ class Buffer(Generic[T]):
         self._clean_fork = 0  # _timer.forks when the running pass began
         self._clean_floor = _NO_FLOOR  # a pass drops nothing at or past this index
 
+    @property
+    def maxsize(self) -> int | None:
+        """The bound, or None for an unbounded buffer."""
+        return None if self._maxsize < 0 else self._maxsize
+
+    @property
+    def overflow(self) -> str:
+        """What a put does when the buffer is full: 'wait' or 'drop_oldest'."""
+        return "drop_oldest" if self._drop_oldest else "wait"
+
     def put(self, ctx: Context | None, *values: T) -> None:
-        """Append ``values`` in order; never blocks."""
+        """Append ``values`` in order; waits for room only in a full bounded buffer."""
         if ctx is not None:
             if type(ctx) is not Context:  # _optional_context, inlined: see get
                 raise check.not_context("ctx", ctx)
@@ -383,12 +402,24 @@ class Buffer(Generic[T]):
         if self._closed:
             raise self._closed_error()
         if values:
+            dropped = None  # released outside the lock: finalisers may run
             with self._lock:
                 if self._closed:
                     raise self._closed_error()
+                if self._maxsize >= 0:
+                    if not self._drop_oldest:
+                        self._wait_room(ctx)
+                    else:
+                        items, base = self._span
+                        over = base + len(items) + len(values) - self._start - self._maxsize
+                        if over > 0:
+                            self._span[0].extend(values)
+                            dropped = self._drop_to(self._start + over)
+                            values = ()
                 self._span[0].extend(values)
                 if self._waiters:
                     self._cond.notify_all()
+            del dropped
         if not self._clean_pending:
             self._maybe_clean()
 
@@ -462,6 +493,48 @@ class Buffer(Generic[T]):
         return GenericAlias(cls, item)
 
     # Internal.
+
+    # Bounds. A full buffer in wait mode makes a put wait for the cleaner to drop
+    # what every consumer has committed past; a reader committing past the
+    # buffer's middle runs a pass at once, so a waiting producer refills half the
+    # buffer at a time rather than one message per commit. A put on a thread
+    # that reads this buffer never waits: only that reader could make room.
+
+    def _wait_room(self, ctx: Context | None) -> None:
+        """Lock held, wait mode: return once there is room (or never wait here)."""
+        token = 0
+        try:
+            while True:
+                if self._closed:
+                    raise self._closed_error()
+                if ctx is not None and ctx._done:
+                    raise ctx._error()
+                items, base = self._span
+                if base + len(items) - self._start < self._maxsize or self._read_here():
+                    return
+                if ctx is not None and token == 0:
+                    token = ctx._on_done(_Waker(self._cond))
+                    continue  # 0 means ctx ended meanwhile: the check above raises
+                self._room_waiters += 1
+                try:
+                    self._cond.wait()
+                finally:
+                    self._room_waiters -= 1
+        finally:
+            if token:
+                ctx._off_done(token)  # type: ignore[union-attr]
+
+    def _read_here(self) -> bool:
+        """Lock held: this thread is a loop's in its first tick, or reads this buffer."""
+        if getattr(_first_tick, "depth", 0):
+            return True
+        me = threading.get_ident()
+        return any(c._thread == me for c in self._consumers if not c._closed)
+
+    def _make_room(self) -> None:
+        """A put waits for room: a pass now, whatever the cooldown."""
+        if not self._closed:
+            self._pass(time.monotonic())
 
     def _close(self, cause: BaseException | None) -> None:
         if not self._closed:
@@ -602,8 +675,9 @@ class Buffer(Generic[T]):
         else:
             dropped = items[low:high]
             items[low:high] = [None] * n
-        if self._waiters:
-            self._cond.notify_all()  # a lagging consumer must wake up to learn it
+        if self._waiters or self._room_waiters:
+            # A lagging consumer must wake up to learn it; a put, to use the room.
+            self._cond.notify_all()
         return dropped
 
 
@@ -660,11 +734,12 @@ class BufferConsumer(Generic[T]):
     def __init_subclass__(cls, **kwargs: object) -> None:
         _final(cls)
 
-    __slots__ = ("_buffer", "_read", "_committed", "_closed", "__weakref__")
+    __slots__ = ("_buffer", "_read", "_committed", "_closed", "_thread", "__weakref__")
     _buffer: Buffer[T]
     _read: int
     _committed: int
     _closed: bool
+    _thread: int  # bounded buffers: the thread of the last get (0: none)
 
     def __new__(cls, *args: object, **kwargs: object) -> BufferConsumer:
         raise TypeError("use Buffer.new_consumer() to make a consumer")
@@ -676,6 +751,7 @@ class BufferConsumer(Generic[T]):
         self._read = start  # absolute index of the next message to read
         self._committed = start
         self._closed = False
+        self._thread = 0
         return self
 
     def get(self, ctx: Context | None = None) -> T:
@@ -685,6 +761,8 @@ class BufferConsumer(Generic[T]):
             # call would add 7% to this core's cost per message (callgrind).
             raise check.not_context("ctx", ctx)
         buffer = self._buffer
+        if buffer._maxsize >= 0:  # a put on this thread must never wait for this reader
+            self._thread = threading.get_ident()
         read = self._read
         items, base = buffer._span
         index = read - base
@@ -715,6 +793,9 @@ class BufferConsumer(Generic[T]):
                         raise ctx._error()
                     read = self._read
                     if read < buffer._start:
+                        if buffer._drop_oldest:  # freshness over completeness
+                            self._read = buffer._start
+                            return cast("T", Dropped(buffer._start - read))
                         raise Lagged(
                             f"the cleaner dropped {buffer._start - read} message(s)"
                             " this consumer had not read"
@@ -741,7 +822,9 @@ class BufferConsumer(Generic[T]):
             self._check_uncommitted("commit")  # raises
         self._committed = self._read
         buffer = self._buffer
-        if not buffer._clean_pending:
+        if buffer._room_waiters and self._read - buffer._start >= buffer._room_at:
+            buffer._make_room()
+        elif not buffer._clean_pending:
             buffer._maybe_clean()
 
     def rollback(self) -> None:
@@ -853,7 +936,14 @@ def _check_run_args(
 def _loop(program: _Program, consumer: Consumer, ctx: Context) -> NoReturn:
     if ctx._done:
         raise ctx._error()
-    program.start(ctx)
+    direct = consumer.consumer if type(consumer) is _BatchConsumer else consumer
+    if type(direct) is BufferConsumer:  # its first tick may put before any get (docs/buffer.md)
+        direct._thread = threading.get_ident()
+    _first_tick.depth = getattr(_first_tick, "depth", 0) + 1
+    try:
+        program.start(ctx)
+    finally:
+        _first_tick.depth -= 1
     # Every later tick, written out in one place: in pure Python a call costs
     # more than the small steps it would wrap.
     update, view, replay = program.update, program.view, program.replay

@@ -145,3 +145,23 @@ def feed_arg(feed: Any) -> None:
     """batch/aggregate's ``feed``: where the fetcher runs (docs/contract.md#batch)."""
     if not (type(feed) is str and feed in FEEDS):
         raise ValueError(f"feed must be 'thread' or 'inline', got {feed!r:.100}")
+
+
+OVERFLOWS = ("wait", "drop_oldest")
+
+
+def buffer_bounds(maxsize: Any, overflow: Any) -> tuple[int, bool]:
+    """Buffer's ``maxsize`` and ``overflow`` as (maxsize or -1 for none, drops oldest)."""
+    if not (type(overflow) is str and overflow in OVERFLOWS):
+        raise ValueError(f"overflow must be 'wait' or 'drop_oldest', got {overflow!r:.100}")
+    if maxsize is None:
+        if overflow == "drop_oldest":
+            raise ValueError(
+                "overflow='drop_oldest' needs a maxsize (unbounded, nothing is dropped)"
+            )
+        return -1, False
+    if isinstance(maxsize, bool) or not isinstance(maxsize, int):
+        raise TypeError(f"maxsize must be None or an int, got {type(maxsize).__name__}")
+    if not 1 <= maxsize <= 1 << 62:
+        raise ValueError(f"maxsize must be between 1 and 2**62, got {maxsize!r:.40}")
+    return int(maxsize), overflow == "drop_oldest"
