@@ -13,7 +13,10 @@ compare.py measures that.
 Cases, on the workload of workload.py (int messages, a transform adding 1 to the
 model, a view that stores it): the hand-written floor (``workload.floor`` over a
 list), and ``run`` over a Buffer pre-filled with every message, its transforms
-returning ``None`` or ``()`` as the command, on the compiled and on the pure core.
+returning ``None`` or ``()`` as the command, on the compiled and on the pure core;
+the same over a bounded Buffer (``maxsize`` = the messages: full, never waiting);
+and the Buffer's two per-message calls alone in a Python loop: an empty ``put``
+and a ``get`` of a held message, unbounded and bounded.
 
 Method. Each case runs in a child process (this script with ``--child``) under
 ``valgrind --tool=callgrind --separate-threads=yes``, four times: with N messages
@@ -87,16 +90,17 @@ def child(case: str, mode: str, n: int, core: str) -> None:
         gc.collect()
         if mode == "full":
             workload.floor(msgs)
-    elif case in ("put-empty", "get"):
+    elif case in ("put-empty", "get", "get-bounded"):
         # The Buffer's two per-message calls on their own, in a Python loop
         # (whose cost the floor shows): an empty put, the loop's after a tick
         # that produced nothing, and a get of a message already there.
-        with elmstate.Buffer() as buf, buf.new_consumer() as consumer:
-            if case == "get":
+        bound = len(msgs) if case == "get-bounded" else None  # full, never waiting
+        with elmstate.Buffer(bound) as buf, buf.new_consumer() as consumer:
+            if case != "put-empty":
                 buf.put(None, *msgs)
             gc.collect()
             if mode == "full":
-                if case == "get":
+                if case != "put-empty":
                     get = consumer.get
                     for _ in range(n):
                         get()
@@ -104,11 +108,16 @@ def child(case: str, mode: str, n: int, core: str) -> None:
                     put = buf.put
                     for _ in range(n):
                         put(None)
-                held = len(msgs) if case == "get" else 0
+                held = len(msgs) if case != "put-empty" else 0
                 workload.last[0] = n if len(buf) == held else None
     else:
-        update = {"run-none": workload.update, "run-empty": workload.update_empty}[case]
-        with elmstate.Buffer() as buf, buf.new_consumer() as consumer:
+        update = {
+            "run-none": workload.update,
+            "run-empty": workload.update_empty,
+            "run-bounded": workload.update,
+        }[case]
+        bound = len(msgs) if case == "run-bounded" else None
+        with elmstate.Buffer(bound) as buf, buf.new_consumer() as consumer:
             buf.put(None, *msgs)
             gc.collect()
             if mode == "full":
@@ -147,6 +156,10 @@ CASES = [
     Case("Buffer get(), message held, compiled", "get", "compiled"),
     Case("Buffer put(ctx), no values, pure", "put-empty", "pure"),
     Case("Buffer get(), message held, pure", "get", "pure"),
+    Case("bounded Buffer get(), message held, compiled", "get-bounded", "compiled"),
+    Case("bounded Buffer get(), message held, pure", "get-bounded", "pure"),
+    Case("run, None command, bounded Buffer, compiled", "run-bounded", "compiled"),
+    Case("run, None command, bounded Buffer, pure", "run-bounded", "pure"),
 ]
 
 
