@@ -1,5 +1,5 @@
 """Bounded buffers: ``Buffer(maxsize, overflow="wait" | "drop_oldest")``
-(docs/buffer.md#bounded-buffers, SPEC §12 "Backpressure").
+(docs/contract.md#bounded-buffers, SPEC §12 "Backpressure").
 
 The long proof — a producer thread putting 10,000,000 messages into
 ``Buffer(maxsize=10_000)`` read by a slower ``run`` — runs on both cores (some

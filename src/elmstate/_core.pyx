@@ -359,7 +359,7 @@ cdef class Buffer:
 --
 
 A thread-safe, one-to-many FIFO with per-consumer offsets, unbounded unless
-``maxsize`` is given (docs/buffer.md#bounded-buffers).
+``maxsize`` is given (docs/contract.md#bounded-buffers).
 
     Messages live in a ring of owned references: slot ``i & _mask`` holds the
     message at absolute index ``i`` for ``_start <= i < _end``, one reference
@@ -483,14 +483,10 @@ A thread-safe, one-to-many FIFO with per-consumer offsets, unbounded unless
         if self._closed:
             raise self._closed_error()
         if n:
-            if self._maxsize < 0 or self._drop_oldest:
+            if self._maxsize < 0:
                 self._append(values, n)
-                if self._drop_oldest and self._end - self._start > self._maxsize:
-                    self._drop_over()
-            elif self._end - self._start < self._maxsize:
-                self._append(values, n)  # no Python ran since the check: still room
             else:
-                self._wait_room(ctx, values, n)
+                self._put_bounded(ctx, values, n)  # out of line: this stays small to inline
         if not self._clean_pending:
             self._maybe_clean()
         return 0
@@ -521,6 +517,17 @@ A thread-safe, one-to-many FIFO with per-consumer offsets, unbounded unless
     # buffer's middle runs a pass at once, so a waiting producer refills half the
     # buffer at a time rather than one message per commit. A put on a thread
     # that reads this buffer never waits: only that reader could make room.
+
+    cdef int _put_bounded(self, Context ctx, PyObject** values, Py_ssize_t n) except -1:
+        if self._drop_oldest:
+            self._append(values, n)
+            if self._end - self._start > self._maxsize:
+                self._drop_over()
+        elif self._end - self._start < self._maxsize:
+            self._append(values, n)  # no Python ran since the check: still room
+        else:
+            self._wait_room(ctx, values, n)
+        return 0
 
     cdef int _wait_room(self, Context ctx, PyObject** values, Py_ssize_t n) except -1:
         """Wait mode, the buffer full: append once there is room (or never wait here)."""
@@ -583,10 +590,13 @@ A thread-safe, one-to-many FIFO with per-consumer offsets, unbounded unless
             for i in range(k):
                 Py_DECREF(<object>held[i])
 
-    cdef int _make_room(self) except -1:
-        """A put waits for room: a pass now, whatever the cooldown."""
-        if not self._closed:
-            self._pass(True, monotonic())
+    cdef int _commit_room(self, int64_t read) except -1:
+        """A put waits for room and a reader committed up to ``read``."""
+        if read - self._start >= self._room_at:
+            if not self._closed:
+                self._pass(True, monotonic())  # a pass now, whatever the cooldown
+        elif not self._clean_pending:
+            self._maybe_clean()
         return 0
 
     cdef int _grow(self, Py_ssize_t extra) except -1:
@@ -938,14 +948,13 @@ cdef class BufferConsumer:
                     ctx._off_done(token)
 
     cdef inline int _commit(self) except -1:
-        cdef Buffer buffer = self._buffer
         if self._closed or self._read == self._committed:
             self._check_uncommitted("commit")  # raises
         self._committed = self._read
-        if buffer._room_waiters and self._read - buffer._start >= buffer._room_at:
-            buffer._make_room()
-        elif not buffer._clean_pending:
-            buffer._maybe_clean()
+        if self._buffer._room_waiters:  # (no local for the buffer: it would cost a reference)
+            self._buffer._commit_room(self._read)
+        elif not self._buffer._clean_pending:
+            self._buffer._maybe_clean()
         return 0
 
     cdef int _check_uncommitted(self, str what) except -1:
@@ -1057,6 +1066,27 @@ cdef int _check_run_args(init, update, view, producer, consumer, replay) except 
     return 0
 
 
+cdef int _first(_Program program, BufferConsumer direct, Context ctx) except -1:
+    """The first tick, which has read nothing: its puts never wait.
+
+    (docs/contract.md#bounded-buffers) Called through ``_first_ptr``, so that the C
+    compiler cannot inline it, and its ``try``, into ``_loop``: that costs every
+    later tick some instructions (callgrind).
+    """
+    if direct is not None:  # the loop reads it on this thread from now on
+        direct._thread = PyThread_get_thread_ident()
+    _first_tick.depth = getattr(_first_tick, "depth", 0) + 1
+    try:
+        program.start(ctx)
+    finally:
+        _first_tick.depth -= 1
+    return 0
+
+
+cdef int (*_first_ptr)(_Program, BufferConsumer, Context) except -1
+_first_ptr = _first
+
+
 cdef int _loop(_Program program, object consumer, Context ctx) except -1:
     cdef BufferConsumer direct = None
     cdef _BatchConsumer wrapped = None
@@ -1070,15 +1100,7 @@ cdef int _loop(_Program program, object consumer, Context ctx) except -1:
     cdef bint ticking = False  # a failure rolls back only inside a tick
     if ctx._done:
         raise ctx._error()
-    if direct is not None:  # its first tick may put before any get (docs/buffer.md)
-        direct._thread = PyThread_get_thread_ident()
-    elif wrapped is not None and wrapped.direct is not None:
-        wrapped.direct._thread = PyThread_get_thread_ident()
-    _first_tick.depth = getattr(_first_tick, "depth", 0) + 1
-    try:
-        program.start(ctx)
-    finally:
-        _first_tick.depth -= 1
+    _first_ptr(program, direct if wrapped is None else wrapped.direct, ctx)
     try:  # one try around the loop: entering a try costs, on every tick
         while True:
             if ctx._done:

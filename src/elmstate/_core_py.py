@@ -349,7 +349,7 @@ _first_tick = threading.local()
 
 class Buffer(Generic[T]):
     """A thread-safe, one-to-many FIFO with per-consumer offsets, unbounded unless
-    ``maxsize`` is given (docs/buffer.md#bounded-buffers)."""
+    ``maxsize`` is given (docs/contract.md#bounded-buffers)."""
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         _final(cls)

@@ -71,7 +71,10 @@ cdef PyMethodDef _buffer_put_def
 _buffer_put_def.ml_name = "put"
 _buffer_put_def.ml_meth = <void*>_buffer_put
 _buffer_put_def.ml_flags = METH_FASTCALL | METH_KEYWORDS
-_buffer_put_def.ml_doc = "put($self, ctx, *values)\n--\n\nAppend ``values`` in order; never blocks."
+_buffer_put_def.ml_doc = (
+    "put($self, ctx, *values)\n--\n\n"
+    "Append ``values`` in order; waits for room only in a full bounded buffer."
+)
 _install(Buffer, &_buffer_put_def)
 
 
