@@ -6,6 +6,7 @@ model is loaded from and saved to a key-value store. The hot path is compiled
 (Cython) when available; ``elmstate.compiled`` tells which core is live.
 """
 
+from . import metrics as metrics  # a submodule, bound to this core generation
 from . import typing as _typing
 from ._aggregate import aggregate
 from ._backend import compiled, core
