@@ -20,13 +20,12 @@ import functools
 import logging
 import threading
 import time
-from typing import Any, Callable, Generic, Protocol, TypeVar
+from typing import Any, Callable, Generic, Protocol
 
 from . import _validate as check
+from .typing import Model, View
 
 __all__ = ["Coalesced", "Latest", "Throttled", "TimerHandle", "coalesce", "throttle"]
-
-M = TypeVar("M")
 
 _log = logging.getLogger("elmstate")
 
@@ -52,17 +51,18 @@ def _thread_timer(delay: float, fn: Callable[[], object]) -> TimerHandle:
     return timer
 
 
-class Throttled(Generic[M]):
+class Throttled(Generic[Model]):
     """A view that calls ``view`` at most once per ``interval`` with the newest model.
 
-    Made by :func:`throttle`. Call it with each model, as the loop does. A call
-    at least ``interval`` seconds after the previous delivery started delivers
-    at once, on the caller's thread (the leading call). A call sooner than that
-    keeps its model as pending, replacing any older pending one, and makes sure
-    a trailing call is scheduled for when the interval has passed: it delivers
-    the newest pending model then, on the timer's thread (by default a daemon
-    thread named ``elmstate-throttle``). So the last model is always delivered,
-    within ``interval`` of the call that gave it.
+    Made by :func:`throttle`. Call it with each model, as the loop does. The
+    first call, and any call at least ``interval`` seconds after the previous
+    delivery started, delivers at once, on the caller's thread (the leading
+    call). A call sooner than that keeps its model as pending, replacing any
+    older pending one, and makes sure a trailing call is scheduled for when the
+    interval has passed: it delivers the newest pending model then, on the
+    timer's thread (by default a daemon thread named ``elmstate-throttle``).
+    So the last model is always delivered, within ``interval`` of the call
+    that gave it (later only while a slow ``view`` is still running).
 
     ``view`` is never called concurrently with itself, and never with an older
     model after a newer one: a delivery that falls due while another is still
@@ -79,7 +79,7 @@ class Throttled(Generic[M]):
 
     def __init__(
         self,
-        view: Callable[[M], object],
+        view: View[Model],
         interval: float,
         clock: Callable[[], float],
         timer: Callable[[float, Callable[[], object]], TimerHandle],
@@ -93,7 +93,7 @@ class Throttled(Generic[M]):
         # never held while view runs. Order: _calling, then _lock.
         self._calling = threading.RLock()
         self._lock = threading.Lock()
-        self._model: M | None = None
+        self._model: Model | None = None
         self._pending = False
         self._last: float | None = None  # when the last delivery started
         self._handle: TimerHandle | None = None  # the scheduled trailing call
@@ -111,7 +111,7 @@ class Throttled(Generic[M]):
         with self._lock:
             return self._pending
 
-    def __call__(self, model: M) -> None:
+    def __call__(self, model: Model) -> None:
         """Deliver ``model`` now if the interval has passed, else keep it for later."""
         with self._lock:
             self._raise_error()
@@ -144,7 +144,7 @@ class Throttled(Generic[M]):
             self._unschedule()
             return dropped
 
-    def __enter__(self) -> Throttled[M]:
+    def __enter__(self) -> Throttled[Model]:
         """The throttled view itself; leaving the block flushes."""
         return self
 
@@ -185,7 +185,7 @@ class Throttled(Generic[M]):
         if handle is not None:
             handle.cancel()
 
-    def _take(self) -> M:
+    def _take(self) -> Model:
         model = self._model
         self._model = None
         self._pending = False
@@ -228,15 +228,15 @@ class Throttled(Generic[M]):
 
 
 def throttle(
-    view: Callable[[M], object],
+    view: View[Model],
     interval: float,
     *,
     clock: Callable[[], float] = time.monotonic,
     timer: Callable[[float, Callable[[], object]], TimerHandle] | None = None,
-) -> Throttled[M]:
+) -> Throttled[Model]:
     """A view that calls ``view`` at most once per ``interval`` seconds (see :class:`Throttled`).
 
-    ``clock`` gives the time in seconds (:func:`time.monotonic` by default).
+    ``clock`` gives the time in seconds (``time.monotonic`` by default).
     ``timer(delay, fn)`` schedules the trailing call: it must call ``fn()``
     after ``delay`` seconds by ``clock`` and return a handle with ``cancel()``;
     by default a daemon thread does. A test gives a fake clock and a timer it
@@ -249,7 +249,7 @@ def throttle(
     return Throttled(view, seconds, clock, _thread_timer if timer is None else timer)
 
 
-class Coalesced(Generic[M]):
+class Coalesced(Generic[Model]):
     """A view that calls ``view`` only when the loop's consumer has caught up.
 
     Made by :func:`coalesce`. On each call it asks ``buffer.diff(consumer)``:
@@ -264,19 +264,20 @@ class Coalesced(Generic[M]):
     The messages that a tick's own commands produce are put after its view
     (docs/contract.md#the-tick), so they are not counted: a chain of commands
     is viewed at every link. A loop that ends while messages were left unread
-    (a batch at its end marker, a cancelled run) leaves its last model pending:
+    leaves its last model pending: a cancelled run, and often a batch (its end
+    marker is a message in the buffer, unread at the last tick's view).
     :meth:`flush` delivers it.
 
     ``view`` is never called concurrently with itself (a lock is held around
     each call).
     """
 
-    def __init__(self, view: Callable[[M], object], buffer: Any, consumer: Any) -> None:
+    def __init__(self, view: View[Model], buffer: Any, consumer: Any) -> None:
         self._view = view
         self._diff: Callable[[Any], int] = buffer.diff
         self._consumer = consumer
         self._calling = threading.RLock()
-        self._model: M | None = None
+        self._model: Model | None = None
         self._pending = False
 
     @property
@@ -284,7 +285,7 @@ class Coalesced(Generic[M]):
         """Whether a model was skipped and not delivered since."""
         return self._pending
 
-    def __call__(self, model: M) -> None:
+    def __call__(self, model: Model) -> None:
         """Call ``view(model)`` if ``consumer`` has nothing left to read, else keep it."""
         with self._calling:
             if self._diff(self._consumer):
@@ -310,7 +311,7 @@ class Coalesced(Generic[M]):
         return f"<elmstate.views.Coalesced {self._view!r:.80}>"
 
 
-def coalesce(view: Callable[[M], object], buffer: Any, consumer: Any) -> Coalesced[M]:
+def coalesce(view: View[Model], buffer: Any, consumer: Any) -> Coalesced[Model]:
     """A view that calls ``view`` once per burst (see :class:`Coalesced`).
 
     ``consumer`` is the consumer the loop reads (the buffer's own consumer, not
@@ -324,7 +325,7 @@ def coalesce(view: Callable[[M], object], buffer: Any, consumer: Any) -> Coalesc
     return Coalesced(view, buffer, consumer)
 
 
-class Latest(Generic[M]):
+class Latest(Generic[Model]):
     """A view that keeps the newest model for other threads.
 
     Pass the instance as ``view`` (or call it from yours): each call stores the
@@ -339,10 +340,10 @@ class Latest(Generic[M]):
 
     def __init__(self) -> None:
         self._cond = threading.Condition(threading.Lock())
-        self._model: M | None = None
+        self._model: Model | None = None
         self._version = 0
 
-    def __call__(self, model: M) -> None:
+    def __call__(self, model: Model) -> None:
         """Store ``model`` as the newest, count it and wake the waiters."""
         with self._cond:
             self._model = model
@@ -354,14 +355,14 @@ class Latest(Generic[M]):
         """How many models it has been given (ticks seen); 0 before the first."""
         return self._version
 
-    def get(self) -> M:
+    def get(self) -> Model:
         """The newest model; ``LookupError`` before the first.
 
         Not ``None`` for "nothing yet": ``None`` may well be a model.
         """
         return self.snapshot()[1]
 
-    def snapshot(self) -> tuple[int, M]:
+    def snapshot(self) -> tuple[int, Model]:
         """``(version, model)`` read together: ``model`` is the one that made ``version``.
 
         ``LookupError`` before the first model.
@@ -372,7 +373,7 @@ class Latest(Generic[M]):
             raise LookupError("no model yet: the view has not been called")
         return version, model  # type: ignore[return-value]  # version > 0: it is a model
 
-    def wait_for(self, predicate: Callable[[M], object], timeout: float | None = None) -> bool:
+    def wait_for(self, predicate: Callable[[Model], object], timeout: float | None = None) -> bool:
         """Block until ``predicate(model)`` is true for the newest model; ``False`` on timeout.
 
         ``predicate`` is called on this thread, without any lock held (a slow
