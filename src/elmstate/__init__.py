@@ -26,6 +26,8 @@ batch = core.batch
 # imports it): it gets the live core's class here, for typing.get_type_hints.
 setattr(_typing, "Context", Context)  # noqa: B010 (mypy: a class is no variable)
 
+from . import views as views  # noqa: E402 (the views submodule, as elmstate.views)
+
 __version__ = "0.1.0"
 
 __all__ = [
