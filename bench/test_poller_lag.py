@@ -1,4 +1,4 @@
-"""A smoke run of poller.py at a token duration, so that it cannot rot.
+"""A smoke run of poller_lag.py at a token duration, so that it cannot rot.
 
 Each view of the scenario runs for a fraction of a second over an unbounded and
 a bounded buffer. The scenario itself raises if a quote made was not applied
@@ -9,7 +9,7 @@ figures it returns hang together. No timing is asserted.
 from __future__ import annotations
 
 import pytest
-from poller import VIEWS, main, percentiles, scenario
+from poller_lag import VIEWS, main, percentiles, scenario
 
 
 @pytest.mark.parametrize("maxsize", [None, 150])

@@ -1,7 +1,7 @@
 """The live poller of issue 11, measured: how stale the screen gets with a slow view.
 
-    python bench/poller.py                      # 10 s per row, every row
-    python bench/poller.py --seconds 3 --views plain,coalesce --maxsize 0
+    python bench/poller_lag.py                      # 10 s per row, every row
+    python bench/poller_lag.py --seconds 3 --views plain,coalesce --maxsize 0
 
 **The scenario.** ``--symbols`` symbols (100). A producer thread polls all of
 them every ``--interval`` seconds (0.05): each poll puts one message per
