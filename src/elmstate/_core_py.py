@@ -402,24 +402,15 @@ class Buffer(Generic[T]):
         if self._closed:
             raise self._closed_error()
         if values:
-            dropped = None  # released outside the lock: finalisers may run
-            with self._lock:
-                if self._closed:
-                    raise self._closed_error()
-                if self._maxsize >= 0:
-                    if not self._drop_oldest:
-                        self._wait_room(ctx)
-                    else:
-                        items, base = self._span
-                        over = base + len(items) + len(values) - self._start - self._maxsize
-                        if over > 0:
-                            self._span[0].extend(values)
-                            dropped = self._drop_to(self._start + over)
-                            values = ()
-                self._span[0].extend(values)
-                if self._waiters:
-                    self._cond.notify_all()
-            del dropped
+            if self._maxsize >= 0:
+                self._put_bounded(ctx, values)  # apart: more locals here would cost every put
+            else:
+                with self._lock:
+                    if self._closed:
+                        raise self._closed_error()
+                    self._span[0].extend(values)
+                    if self._waiters:
+                        self._cond.notify_all()
         if not self._clean_pending:
             self._maybe_clean()
 
@@ -499,6 +490,23 @@ class Buffer(Generic[T]):
     # buffer's middle runs a pass at once, so a waiting producer refills half the
     # buffer at a time rather than one message per commit. A put on a thread
     # that reads this buffer never waits: only that reader could make room.
+
+    def _put_bounded(self, ctx: Context | None, values: tuple[Any, ...]) -> None:
+        dropped = None  # released outside the lock: finalisers may run
+        with self._lock:
+            if self._closed:
+                raise self._closed_error()
+            if not self._drop_oldest:
+                self._wait_room(ctx)
+            self._span[0].extend(values)
+            if self._drop_oldest:
+                items, base = self._span
+                over = base + len(items) - self._start - self._maxsize
+                if over > 0:
+                    dropped = self._drop_to(self._start + over)
+            if self._waiters:
+                self._cond.notify_all()
+        del dropped
 
     def _wait_room(self, ctx: Context | None) -> None:
         """Lock held, wait mode: return once there is room (or never wait here)."""
