@@ -6,6 +6,7 @@ model is loaded from and saved to a key-value store. The hot path is compiled
 (Cython) when available; ``elmstate.compiled`` tells which core is live.
 """
 
+from . import trace
 from . import typing as _typing
 from ._aggregate import aggregate
 from ._backend import compiled, core
@@ -47,4 +48,5 @@ __all__ = [
     "new_command",
     "run",
     "tag",
+    "trace",
 ]
