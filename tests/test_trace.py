@@ -535,3 +535,19 @@ def test_read_gives_records(elm: ModuleType, tmp_path: Path) -> None:
     assert [t.message for t in ticks] == [None, 1, 2, 3, 4]
     assert ticks[-1].model == 10 and ticks[-1].error is None
     assert all(isinstance(t, elm.trace.Tick) for t in ticks)
+
+
+def test_two_loops_at_once_are_refused(elm: ModuleType, tmp_path: Path) -> None:
+    with elm.trace.Recorder(tmp_path / "two.jsonl") as rec, elm.Buffer() as buf:
+        buf.put(None, 1, 2)
+        consumer = buf.new_consumer()
+        other = buf.new_consumer()
+        *_, first = rec.wrap(init_sum, update_sum, print, buf, consumer)
+        *_, second = rec.wrap(init_sum, update_sum, print, buf, other)
+        got: list[Any] = []
+        reader = threading.Thread(target=lambda: got.append(first.get(None)))
+        reader.start()
+        reader.join()
+        assert got == [1]  # a tick is under way on the reader's thread
+        with pytest.raises(RuntimeError, match="two loops share one Recorder"):
+            second.get(None)

@@ -93,13 +93,14 @@ def _show(path: str, top: int, summary_only: bool) -> int:
     if top:
         print(f"  slowest {min(top, len(ticks))}:")
         for tick in sorted(ticks, key=lambda t: t.duration, reverse=True)[:top]:
-            print(f"    #{tick.seq} {_us(tick.duration)} {tick.kind} {_what(tick)}")
+            print(f"    #{tick.seq} {_us(tick.duration)} {tick.kind} {_what(tick)}".rstrip())
     return OK
 
 
 def _row(tick: Tick) -> str:
     when = datetime.fromtimestamp(tick.time).isoformat(sep=" ", timespec="microseconds")
-    return f"{tick.seq:>6}  {tick.kind:<5}  {when:<26}  {_us(tick.duration):>11}  {_what(tick)}"
+    row = f"{tick.seq:>6}  {tick.kind:<5}  {when:<26}  {_us(tick.duration):>11}  {_what(tick)}"
+    return row.rstrip()
 
 
 def _what(tick: Tick) -> str:
