@@ -6,7 +6,8 @@ model is loaded from and saved to a key-value store. The hot path is compiled
 (Cython) when available; ``elmstate.compiled`` tells which core is live.
 """
 
-from . import metrics as metrics  # a submodule, bound to this core generation
+# Submodules, imported here so that each core generation binds its own.
+from . import metrics, trace, views
 from . import typing as _typing
 from ._aggregate import aggregate
 from ._backend import compiled, core
@@ -25,8 +26,6 @@ batch = core.batch
 # elmstate.typing's annotations name Context, which it cannot import (the core
 # imports it): it gets the live core's class here, for typing.get_type_hints.
 setattr(_typing, "Context", Context)  # noqa: B010 (mypy: a class is no variable)
-
-from . import views as views  # noqa: E402 (the views submodule, as elmstate.views)
 
 __version__ = "0.1.0"
 
@@ -49,7 +48,10 @@ __all__ = [
     "compiled",
     "default_cleaner",
     "fixed_buffer_cleaner",
+    "metrics",
     "new_command",
     "run",
     "tag",
+    "trace",
+    "views",
 ]

@@ -369,6 +369,9 @@ class Buffer(Generic[T]):
         self._start = 0  # absolute index of the oldest message held
         self._consumers: weakref.WeakSet[BufferConsumer] = weakref.WeakSet()
         self._closed = False
+        # Closed, or bounded: a get takes the slow path (which records its thread,
+        # for _read_here). One flag, so that an unbounded buffer's get pays no check.
+        self._get_slow = self._maxsize >= 0
         self._close_cause: BaseException | None = None
         self._waiters = 0
         self._cleaner: Callable[[int, Sequence[int]], int] = default_cleaner
@@ -402,24 +405,15 @@ class Buffer(Generic[T]):
         if self._closed:
             raise self._closed_error()
         if values:
-            dropped = None  # released outside the lock: finalisers may run
-            with self._lock:
-                if self._closed:
-                    raise self._closed_error()
-                if self._maxsize >= 0:
-                    if not self._drop_oldest:
-                        self._wait_room(ctx)
-                    else:
-                        items, base = self._span
-                        over = base + len(items) + len(values) - self._start - self._maxsize
-                        if over > 0:
-                            self._span[0].extend(values)
-                            dropped = self._drop_to(self._start + over)
-                            values = ()
-                self._span[0].extend(values)
-                if self._waiters:
-                    self._cond.notify_all()
-            del dropped
+            if self._maxsize >= 0:
+                self._put_bounded(ctx, values)  # apart: more locals here would cost every put
+            else:
+                with self._lock:
+                    if self._closed:
+                        raise self._closed_error()
+                    self._span[0].extend(values)
+                    if self._waiters:
+                        self._cond.notify_all()
         if not self._clean_pending:
             self._maybe_clean()
 
@@ -500,6 +494,23 @@ class Buffer(Generic[T]):
     # buffer at a time rather than one message per commit. A put on a thread
     # that reads this buffer never waits: only that reader could make room.
 
+    def _put_bounded(self, ctx: Context | None, values: tuple[Any, ...]) -> None:
+        dropped = None  # released outside the lock: finalisers may run
+        with self._lock:
+            if self._closed:
+                raise self._closed_error()
+            if not self._drop_oldest:
+                self._wait_room(ctx)
+            self._span[0].extend(values)
+            if self._drop_oldest:
+                items, base = self._span
+                over = base + len(items) - self._start - self._maxsize
+                if over > 0:
+                    dropped = self._drop_to(self._start + over)
+            if self._waiters:
+                self._cond.notify_all()
+        del dropped
+
     def _wait_room(self, ctx: Context | None) -> None:
         """Lock held, wait mode: return once there is room (or never wait here)."""
         token = 0
@@ -539,6 +550,7 @@ class Buffer(Generic[T]):
     def _close(self, cause: BaseException | None) -> None:
         if not self._closed:
             self._closed = True
+            self._get_slow = True
             self._close_cause = cause
             self._cond.notify_all()
 
@@ -761,27 +773,36 @@ class BufferConsumer(Generic[T]):
             # call would add 7% to this core's cost per message (callgrind).
             raise check.not_context("ctx", ctx)
         buffer = self._buffer
-        if buffer._maxsize >= 0:  # a put on this thread must never wait for this reader
-            self._thread = threading.get_ident()
         read = self._read
         items, base = buffer._span
         index = read - base
         if (
             0 <= index < len(items)
             and not self._closed
-            and not buffer._closed
+            and not buffer._get_slow
             and (ctx is None or not ctx._done)
         ):
             message: T = items[index]
             if read >= buffer._start:  # not dropped while we looked: the slot was real
                 self._read = read + 1
                 return message
+        elif buffer._maxsize >= 0 and not buffer._closed:
+            # Bounded: a put on this thread must never wait for this reader (the
+            # unbounded path above pays nothing for it); then the same fast path.
+            self._thread = threading.get_ident()
+            if 0 <= index < len(items) and not self._closed and (ctx is None or not ctx._done):
+                message = items[index]
+                if read >= buffer._start:
+                    self._read = read + 1
+                    return message
         return self._wait(ctx)
 
     def _wait(self, ctx: Context | None) -> T:
         """The slow path of get: errors, or waiting for a put."""
         buffer = self._buffer
         token = 0
+        if buffer._maxsize >= 0:  # a put on this thread must never wait for this reader
+            self._thread = threading.get_ident()
         with buffer._lock:
             try:
                 while True:
