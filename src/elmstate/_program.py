@@ -9,9 +9,10 @@ from typing import TYPE_CHECKING, Any, Generic, NoReturn, cast
 from . import _validate as check
 from ._aggregate import aggregate
 from ._backend import core
-from ._supervise import DeadLetter, supervise
+from ._supervise import supervise
 from .typing import (
     Consumer,
+    DeadLetter,
     Dehydrator,
     Fetcher,
     Hydrator,
@@ -156,7 +157,7 @@ class Program(Generic[Model, Msg]):
         ctx: Context | None = None,
         replay: Replay | None = None,
         max_failures: int = 3,
-        on_dead_letter: DeadLetter | None = None,
+        on_dead_letter: DeadLetter[Msg] | None = None,
         backoff: tuple[float, float] = (0.01, 1.0),
     ) -> NoReturn:
         """:func:`elmstate.supervise` with this program."""

@@ -8,18 +8,27 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import TYPE_CHECKING, Any, Callable, Generic, NoReturn
+from typing import TYPE_CHECKING, Any, Generic, NoReturn
 
 from . import _validate as check
 from ._backend import core
-from .typing import Command, Consumer, Init, Model, Msg, Producer, Replay, Update, View
+from .typing import (
+    Command,
+    Consumer,
+    DeadLetter,
+    Init,
+    Model,
+    Msg,
+    Producer,
+    Replay,
+    Update,
+    View,
+)
 
 if TYPE_CHECKING:
     from ._core_py import Context
 else:
     Context = core.Context  # for typing.get_type_hints at run time
-
-DeadLetter = Callable[[Any, Exception], object]
 
 _log = logging.getLogger("elmstate")
 
@@ -91,7 +100,7 @@ def supervise(
     ctx: Context | None = None,
     replay: Replay | None = None,
     max_failures: int = 3,
-    on_dead_letter: DeadLetter | None = None,
+    on_dead_letter: DeadLetter[Msg] | None = None,
     backoff: tuple[float, float] = (0.01, 1.0),
 ) -> NoReturn:
     """Run the program; after a failed tick, wait and run again from the last
@@ -198,7 +207,7 @@ def _failed(
 
 
 def _dead_letter(
-    ctx: Context, consumer: Consumer[Any], on_dead_letter: DeadLetter | None, error: Exception
+    ctx: Context, consumer: Consumer[Any], on_dead_letter: DeadLetter[Any] | None, error: Exception
 ) -> Exception | None:
     """Read the message at the head, hand it to on_dead_letter, commit past it.
 
