@@ -7,8 +7,10 @@ cancelling its context from the view once it has seen the model it waits for.
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
+import weakref
 from typing import Any
 
 import pytest
@@ -521,3 +523,29 @@ def test_backoff_bounds_are_accepted(elm):
         with pytest.raises(elm.Canceled):
             elm.supervise(fn, fn, fn, buffer, buffer.new_consumer(), ctx=ctx, backoff=backoff)
     buffer.close()
+
+
+def test_a_failure_is_not_kept_once_a_tick_commits(elm):
+    # The error's frames hold models: once a tick succeeds, supervise lets it go.
+    queue = Queue(elm, 1, 2)
+    refs: list[Any] = []
+    alive: list[bool] = []
+    ctx = elm.Context(timeout=SAFETY * 4)
+
+    def update(message: Any) -> Any:
+        if message == 1 and not refs:
+            failure = Flaky("once")
+            refs.append(weakref.ref(failure))
+            raise failure
+        return lambda model: ((*model, message), None)
+
+    def view(model: tuple[Any, ...]) -> None:
+        if model == (1, 2):  # the tick of 1 has committed
+            gc.collect()
+            alive.append(refs[0]() is not None)
+            ctx.cancel()
+
+    with pytest.raises(elm.Canceled):
+        elm.supervise(lambda: ((), None), update, view, queue, queue, ctx=ctx, backoff=NO_WAIT)
+    assert alive == [False]
+    queue.close()

@@ -38,7 +38,16 @@ class _Ledger(Generic[Model]):
     (pending), the model as of the last tick that committed, and the failures
     since then."""
 
-    __slots__ = ("view", "pending", "committed", "started", "holding", "failures", "streak")
+    __slots__ = (
+        "view",
+        "pending",
+        "committed",
+        "started",
+        "holding",
+        "failures",
+        "streak",
+        "error",
+    )
 
     def __init__(self, view: View[Model]) -> None:
         self.view = view
@@ -48,6 +57,7 @@ class _Ledger(Generic[Model]):
         self.holding = False  # the tick in progress has read a message
         self.failures = 0  # failed attempts that had read the head message
         self.streak = 0  # failed attempts of any kind (and dead-letter steps): the backoff
+        self.error: Exception | None = None  # the last failed attempt's at the head message
 
     def show(self, model: Model) -> object:
         self.pending = model  # before the user's view: a view that raises fails the tick
@@ -85,6 +95,7 @@ class _Supervised:
         ledger.committed = ledger.pending
         ledger.holding = False
         ledger.failures = ledger.streak = 0
+        ledger.error = None  # not kept alive (its frames hold models) once a tick succeeds
 
     def rollback(self) -> None:
         self.consumer.rollback()
@@ -130,15 +141,14 @@ def supervise(
     ledger: _Ledger[Model] = _Ledger(view)
     supervised = _Supervised(consumer, ledger)
     start: Init[Model, Msg] = init
-    error: Exception | None = None  # the last failed attempt's at the head message
     while True:
         # Each pass: dead-letter the head if it failed too often, then one attempt.
         # Waits happen outside the except blocks: a ctx.err raised there would
         # carry the tick's error (and its frames) as __context__ for ctx's lifetime.
         delay: float | None = None
-        if error is not None and ledger.failures >= limit:
+        if ledger.error is not None and ledger.failures >= limit:
             try:
-                refused = _dead_letter(ctx, consumer, on_dead_letter, error)
+                refused = _dead_letter(ctx, consumer, on_dead_letter, ledger.error)
             except Exception as exc:
                 _stop_if_ended(ctx, exc)
                 # get or commit failed: back off, then try the dead letter again
@@ -153,7 +163,7 @@ def supervise(
                 if refused is not None:
                     raise refused  # on_dead_letter's own error, unchanged
                 ledger.failures = ledger.streak = 0
-                error = None
+                ledger.error = None
         if delay is None:
             try:
                 core.run(start, update, ledger.show, producer, supervised, ctx=ctx, replay=replay)
@@ -163,7 +173,7 @@ def supervise(
                     raise  # init, its view, its commands or their put: nothing to go back to
                 delay = _failed(ledger, exc, limit, low, high)
                 if ledger.holding:
-                    error = exc
+                    ledger.error = exc
                 ledger.holding = False
             start = ledger.restart
         if delay is not None:
