@@ -549,3 +549,45 @@ def test_a_failure_is_not_kept_once_a_tick_commits(elm):
         elm.supervise(lambda: ((), None), update, view, queue, queue, ctx=ctx, backoff=NO_WAIT)
     assert alive == [False]
     queue.close()
+
+
+def test_a_full_bounded_buffer_never_stalls_the_supervised_loop(elm):
+    # The loop's own puts (a restart's too, and the dead-letter read on the same
+    # thread) never wait on a buffer that it reads, wrapped as supervise wraps it.
+    buffer = elm.Buffer(maxsize=2)
+    consumer = buffer.new_consumer()
+    buffer.put(None, 3, "poison")  # full
+    ctx = elm.Context(timeout=SAFETY * 4)
+    failed: list[Any] = []
+    letters: list[Any] = []
+
+    def update(message: Any) -> Any:
+        if message == "poison":
+            raise Flaky("poison")
+        if message == 2 and not failed:
+            failed.append(message)
+            raise Flaky("once")
+        # each n > 0 produces n - 1 twice: more than the buffer holds
+        more = elm.new_command(message - 1, message - 1) if message > 0 else None
+        return lambda model: (model + 1, more)
+
+    def view(model: int) -> None:
+        if model == 15:  # 3, then two 2s, four 1s and eight 0s
+            ctx.cancel()
+
+    with pytest.raises(elm.Canceled) as caught:
+        elm.supervise(
+            lambda: (0, None),
+            update,
+            view,
+            buffer,
+            consumer,
+            ctx=ctx,
+            max_failures=2,
+            on_dead_letter=lambda m, e: letters.append(m),
+            backoff=NO_WAIT,
+        )
+    assert type(caught.value) is elm.Canceled  # cancelled by the view, not timed out
+    assert letters == ["poison"]
+    assert failed == [2]
+    buffer.close()
