@@ -1,4 +1,4 @@
-"""new_command and tag (docs/contract.md#command-helpers)."""
+"""new_command, tag, attempt and pages (docs/contract.md#command-helpers)."""
 
 from __future__ import annotations
 
@@ -145,3 +145,209 @@ def test_tag_in_a_program(elm):
     )
     assert seen == ["start", ("child", "c1"), ("child", None), ("child", "c2")]
     assert result == [("child", "c1"), ("child", None), ("child", "c2")]
+
+
+# --------------------------------------------------------------------------- attempt
+
+
+def test_attempt_returns_the_entry_message(elm):
+    entry = elm.attempt(lambda: "ok", lambda exc: ("failed", exc))
+    assert callable(entry)
+    assert entry() == "ok"
+    assert entry() == "ok"  # callable again
+
+
+def test_attempt_turns_an_exception_into_on_error(elm):
+    failure = ConnectionError("down")
+    seen: list = []
+
+    def entry():
+        raise failure
+
+    def on_error(exc):
+        seen.append(exc)
+        return ("failed", exc)
+
+    assert elm.attempt(entry, on_error)() == ("failed", failure)
+    assert seen[0] is failure
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt, SystemExit, GeneratorExit])
+def test_attempt_lets_base_exceptions_through(elm, error):
+    seen: list = []
+
+    def entry():
+        raise error
+
+    with pytest.raises(error):
+        elm.attempt(entry, seen.append)()
+    assert seen == []
+
+
+def test_attempt_on_error_raising_propagates(elm):
+    second = RuntimeError("on_error failed")
+
+    def entry():
+        raise ValueError("first")
+
+    def on_error(exc):
+        raise second
+
+    with pytest.raises(RuntimeError) as caught:
+        elm.attempt(entry, on_error)()
+    assert caught.value is second
+
+
+def test_attempt_in_a_batch_the_tick_succeeds(elm):
+    # A failing side effect becomes a message that update handles.
+    def effect():
+        raise OSError("disk full")
+
+    def update(message):
+        if message == "save":
+            return lambda model: (model, [elm.attempt(effect, lambda exc: ("error", str(exc)))])
+        return lambda model: ((*model, message), None)
+
+    with elm.Buffer() as buf, buf.new_consumer() as consumer:
+        model = elm.batch(
+            lambda: ((), None),
+            update,
+            lambda model: None,
+            buf,
+            consumer,
+            lambda ctx: (["save"], False),
+        )
+    assert model == (("error", "disk full"),)
+
+
+@pytest.mark.parametrize(
+    ("entry", "on_error", "named"), [(5, print, "entry"), (print, None, "on_error")]
+)
+def test_attempt_bad_arguments(elm, entry, on_error, named):
+    with pytest.raises(TypeError, match=named):
+        elm.attempt(entry, on_error)
+
+
+# --------------------------------------------------------------------------- pages
+
+
+def test_pages_exact(elm):
+    fetch = elm.pages(range(5), 2)
+    assert fetch(None) == ([0, 1], True)
+    assert fetch(None) == ([2, 3], True)
+    assert fetch(None) == ([4], False)
+    assert fetch(None) == ([], False)  # after the last page: the end again
+    assert fetch(None) == ([], False)
+
+
+def test_pages_a_multiple_of_size_ends_on_a_full_page(elm):
+    fetch = elm.pages([1, 2, 3, 4], 2)
+    assert fetch(None) == ([1, 2], True)
+    assert fetch(None) == ([3, 4], False)  # read ahead: no empty page after it
+
+
+@pytest.mark.parametrize("size", [1, 3, 100])
+def test_pages_sizes(elm, size):
+    fetch = elm.pages(range(7), size)
+    got, more = [], True
+    while more:
+        page, more = fetch(None)
+        assert 0 < len(page) <= size
+        got.extend(page)
+    assert got == list(range(7))
+
+
+@pytest.mark.parametrize("empty", [[], (), iter([]), (x for x in ())])
+def test_pages_empty_gives_one_empty_last_page(elm, empty):
+    fetch = elm.pages(empty, 3)
+    assert fetch(None) == ([], False)
+    assert fetch(None) == ([], False)
+
+
+def test_pages_reads_a_generator_lazily(elm):
+    pulled: list = []
+
+    def numbers():
+        for n in range(10):
+            pulled.append(n)
+            yield n
+
+    fetch = elm.pages(numbers(), 3)
+    assert pulled == []  # nothing read before the first call
+    assert fetch(None) == ([0, 1, 2], True)
+    assert pulled == [0, 1, 2, 3]  # one read ahead
+    assert fetch(None) == ([3, 4, 5], True)
+    assert pulled == list(range(7))
+
+
+def test_pages_returns_new_lists(elm):
+    fetch = elm.pages(range(4), 2)
+    first, _ = fetch(None)
+    first.append("mine")
+    assert fetch(None) == ([2, 3], False)
+
+
+@pytest.mark.parametrize("feed", ["thread", "inline"])
+def test_pages_as_a_batch_fetcher(elm, feed):
+    seen: list = []
+
+    def update(message):
+        return lambda model: (model + message, None)
+
+    with elm.Buffer() as buf, buf.new_consumer() as consumer:
+        total = elm.batch(
+            lambda: (0, None),
+            update,
+            seen.append,
+            buf,
+            consumer,
+            elm.pages((n for n in range(1, 11)), 3),
+            feed=feed,
+        )
+    assert total == 55
+    assert seen == [0, 1, 3, 6, 10, 15, 21, 28, 36, 45, 55]
+
+
+@pytest.mark.parametrize("feed", ["thread", "inline"])
+def test_pages_empty_as_a_batch_fetcher(elm, feed):
+    with elm.Buffer() as buf, buf.new_consumer() as consumer:
+        model = elm.batch(
+            lambda: ("init", None),
+            lambda message: None,
+            lambda model: None,
+            buf,
+            consumer,
+            elm.pages([], 5),
+            feed=feed,
+        )
+    assert model == "init"
+
+
+def test_pages_an_error_from_the_iterable_propagates(elm):
+    def broken():
+        yield 1
+        raise LookupError("source failed")
+
+    fetch = elm.pages(broken(), 5)
+    with pytest.raises(LookupError):
+        fetch(None)
+
+
+@pytest.mark.parametrize(
+    ("iterable", "size", "error", "named"),
+    [
+        ([1], 0, ValueError, "size"),
+        ([1], -2, ValueError, "size"),
+        ([1], True, TypeError, "size"),
+        ([1], 2.0, TypeError, "size"),
+        ([1], "2", TypeError, "size"),
+        ([1], None, TypeError, "size"),
+        (5, 2, TypeError, "iterable"),
+        (None, 2, TypeError, "iterable"),
+        ("abc", 2, TypeError, "iterable"),
+        (b"abc", 2, TypeError, "iterable"),
+    ],
+)
+def test_pages_bad_arguments(elm, iterable, size, error, named):
+    with pytest.raises(error, match=named):
+        elm.pages(iterable, size)

@@ -14,7 +14,9 @@ from ._backend import compiled, core
 from ._cleaners import CleanerNotification, default_cleaner, fixed_buffer_cleaner
 from ._errors import Canceled, Closed, Conflict, DeadlineExceeded, Lagged, NothingUncommitted
 from ._messages import Dropped
-from .commands import new_command, tag
+from ._program import Program
+from ._supervise import supervise
+from .commands import attempt, new_command, pages, tag
 from .stores import MemoryStore, SQLiteStore
 
 Context = core.Context
@@ -42,15 +44,19 @@ __all__ = [
     "Lagged",
     "MemoryStore",
     "NothingUncommitted",
+    "Program",
     "SQLiteStore",
     "aggregate",
+    "attempt",
     "batch",
     "compiled",
     "default_cleaner",
     "fixed_buffer_cleaner",
     "metrics",
     "new_command",
+    "pages",
     "run",
+    "supervise",
     "tag",
     "trace",
     "views",

@@ -66,7 +66,8 @@ cdef class Buffer:
     cdef list _consumers  # weak references: a dropped consumer holds nothing
     cdef bint _closed
     cdef object _close_cause
-    cdef Py_ssize_t _waiters
+    cdef Py_ssize_t _waiters  # gets waiting, and not yet woken by a put
+    cdef Py_ssize_t _wake_epoch  # bumped by each put's wake-up
     cdef object _cleaner
     cdef double _cooldown
     cdef double _last_clean

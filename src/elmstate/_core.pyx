@@ -510,6 +510,11 @@ A thread-safe, one-to-many FIFO with per-consumer offsets, unbounded unless
     cdef int _wake(self) except -1:
         with self._cond:
             self._cond.notify_all()
+            # Every get waiting now is woken: later puts need not notify again
+            # (each costs a Python-level call) until a get waits anew. A waiter
+            # registered before this epoch does not count itself out again.
+            self._waiters = 0
+            self._wake_epoch += 1
         return 0
 
     # Bounds. A full buffer in wait mode makes a put wait for the cleaner to drop
@@ -913,7 +918,7 @@ cdef class BufferConsumer:
         """The slow path of get: errors, or waiting for a put."""
         cdef Buffer buffer = self._buffer
         cdef int64_t index
-        cdef Py_ssize_t token = 0
+        cdef Py_ssize_t token = 0, epoch
         with buffer._cond:
             try:
                 while True:
@@ -939,10 +944,12 @@ cdef class BufferConsumer:
                         token = ctx._on_done(_Waker(buffer._cond))
                         continue  # 0 means ctx ended meanwhile: the check above raises
                     buffer._waiters += 1  # in the same no-Python section as the check
+                    epoch = buffer._wake_epoch
                     try:
                         buffer._cond.wait()
                     finally:
-                        buffer._waiters -= 1
+                        if buffer._wake_epoch == epoch:  # else _wake counted it out
+                            buffer._waiters -= 1
             finally:
                 if token:
                     ctx._off_done(token)

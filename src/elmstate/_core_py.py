@@ -373,7 +373,8 @@ class Buffer(Generic[T]):
         # for _read_here). One flag, so that an unbounded buffer's get pays no check.
         self._get_slow = self._maxsize >= 0
         self._close_cause: BaseException | None = None
-        self._waiters = 0
+        self._waiters = 0  # gets waiting, and not yet woken by a put
+        self._wake_epoch = 0  # bumped by each put's wake-up
         self._cleaner: Callable[[int, Sequence[int]], int] = default_cleaner
         self._cooldown = 0.01
         self._last_clean = 0.0
@@ -413,7 +414,7 @@ class Buffer(Generic[T]):
                         raise self._closed_error()
                     self._span[0].extend(values)
                     if self._waiters:
-                        self._cond.notify_all()
+                        self._wake()
         if not self._clean_pending:
             self._maybe_clean()
 
@@ -508,8 +509,17 @@ class Buffer(Generic[T]):
                 if over > 0:
                     dropped = self._drop_to(self._start + over)
             if self._waiters:
-                self._cond.notify_all()
+                self._wake()
         del dropped
+
+    def _wake(self) -> None:
+        """Lock held: wake the waiting gets after a put."""
+        self._cond.notify_all()
+        # Every get waiting now is woken: later puts need not notify again until
+        # a get waits anew. A waiter registered before this epoch does not count
+        # itself out again.
+        self._waiters = 0
+        self._wake_epoch += 1
 
     def _wait_room(self, ctx: Context | None) -> None:
         """Lock held, wait mode: return once there is room (or never wait here)."""
@@ -829,10 +839,12 @@ class BufferConsumer(Generic[T]):
                         token = ctx._on_done(_Waker(buffer._cond))
                         continue  # 0 means ctx ended meanwhile: the check above raises
                     buffer._waiters += 1
+                    epoch = buffer._wake_epoch
                     try:
                         buffer._cond.wait()
                     finally:
-                        buffer._waiters -= 1
+                        if buffer._wake_epoch == epoch:  # else _wake counted it out
+                            buffer._waiters -= 1
             finally:
                 if token:
                     ctx._off_done(token)  # type: ignore[union-attr]

@@ -1,9 +1,12 @@
-"""Building and lifting commands: lists of zero-argument callables returning messages."""
+"""Building and lifting commands (lists of zero-argument callables returning
+messages), and ``pages``, a fetcher over an iterable."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any, Callable, TypeVar
+import threading
+from collections.abc import Iterable, Iterator
+from itertools import islice
+from typing import Any, Callable, Generic, TypeVar
 
 from . import _validate as check
 
@@ -70,3 +73,86 @@ def tag(
         else:
             lifted.append(_Tagged(entry, target))
     return lifted
+
+
+class _Attempt:
+    """A command entry that turns an ``Exception`` from ``entry`` into ``on_error(exc)``."""
+
+    __slots__ = ("entry", "on_error")
+
+    def __init__(self, entry: Callable[[], Any], on_error: Callable[[Exception], Any]) -> None:
+        self.entry = entry
+        self.on_error = on_error
+
+    def __call__(self) -> Any:
+        try:
+            return self.entry()
+        except Exception as exc:  # a BaseException (Ctrl-C, SystemExit) passes through
+            return self.on_error(exc)
+
+    def __repr__(self) -> str:
+        return f"<command attempting {self.entry!r:.80}>"
+
+
+def attempt(entry: Callable[[], A], on_error: Callable[[Exception], B]) -> Callable[[], A | B]:
+    """A command entry that calls ``entry()``, or ``on_error(exc)`` if it raises.
+
+    Elm's ``Task.attempt``: a failing side effect becomes a message the program
+    handles, and the tick succeeds. Only ``Exception`` is caught; a
+    ``BaseException`` such as ``KeyboardInterrupt`` passes through, and so does
+    whatever ``on_error`` itself raises.
+    """
+    check.callable_arg("entry", entry)
+    check.callable_arg("on_error", on_error)
+    return _Attempt(entry, on_error)
+
+
+class _Pages(Generic[A]):
+    """A fetcher over an iterator: pages of at most ``size``, one item read ahead
+    so that the last page already says ``more=False``."""
+
+    __slots__ = ("items", "size", "ahead", "lock")
+
+    def __init__(self, items: Iterator[A], size: int) -> None:
+        self.items = items
+        self.size = size
+        self.ahead: list[A] = []  # at most one item: read to learn whether more follow
+        # A generator called from two threads at once raises ValueError; the lock
+        # makes overlapping calls safe (a batch's feeder never overlaps its own).
+        self.lock = threading.Lock()
+
+    def __call__(self, ctx: object = None) -> tuple[list[A], bool]:
+        with self.lock:
+            page = self.ahead
+            page.extend(islice(self.items, self.size - len(page)))
+            self.ahead = list(islice(self.items, 1))
+            return page, bool(self.ahead)
+
+    def __repr__(self) -> str:
+        return f"<elmstate.pages of {self.size} from {self.items!r:.80}>"
+
+
+def pages(iterable: Iterable[A], size: int) -> Callable[[Any], tuple[list[A], bool]]:
+    """A fetcher (``(ctx) -> (messages, more)``) handing out ``iterable``'s items
+    in lists of at most ``size``, with ``more=False`` on the last.
+
+    An empty iterable gives one empty page with ``more=False``. To know that a
+    page is the last, one item beyond it is read ahead. Once the items are
+    exhausted, every further call returns ``([], False)`` again. The iterable is
+    consumed lazily, one page per call; calls may come from any thread and are
+    serialised by a lock. An exception from the iterable propagates from the
+    call (and ends the batch).
+    """
+    if isinstance(size, bool) or not isinstance(size, int):
+        raise TypeError(f"size must be an int, got {type(size).__name__}")
+    if size < 1:
+        raise ValueError(f"size must be at least 1, got {size}")
+    if isinstance(iterable, check.TEXT):
+        raise TypeError(f"iterable must be an iterable of messages, got {type(iterable).__name__}")
+    try:
+        items = iter(iterable)
+    except TypeError:
+        raise TypeError(
+            f"iterable must be an iterable of messages, got {type(iterable).__name__}"
+        ) from None
+    return _Pages(items, size)

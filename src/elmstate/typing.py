@@ -74,6 +74,7 @@ __all__ = [
     "Cleaner",
     "Command",
     "Consumer",
+    "DeadLetter",
     "Dehydrator",
     "Fetcher",
     "Hydrator",
@@ -138,6 +139,10 @@ Hydrator = Callable[[Context, str, bytes], tuple[Model, ReadOnlyModels]]
 
 Dehydrator = Callable[[Context, str, Model], bytes]
 """``Dehydrator[Model]``: ``(ctx, key, model) -> bytes``, the reverse of the hydrator."""
+
+DeadLetter = Callable[[Msg, Exception], object]
+"""``DeadLetter[Msg]``: ``(message, exc) -> None``, given a message that failed
+``supervise``'s ``max_failures`` attempts and the last attempt's exception."""
 
 
 class Update(Protocol[Model, Msg]):
