@@ -28,8 +28,11 @@ without the loop. Then
 
 the first difference removes start-up, pre-fill and teardown (which grow with
 N), the second the loop's fixed cost per call (argument checks, Context, init,
-the stop message's exception). No marker functions or toggles are needed, so it
-works on any CPython, with or without symbols. Children run with
+the stop message's exception). Before the measured part, everything alive is
+frozen out of the garbage collector's reach (``gc.freeze``), so that its full
+collections do not cost more per message when more modules are loaded. No
+marker functions or toggles are needed, so it works on any CPython, with or
+without symbols. Children run with
 ``PYTHONHASHSEED=0`` after a native warm-up run of each (which also checks the
 result and writes the bytecode caches); elmstate's shared threads are started in
 the set-up, so that their creation is not counted in one run and not the other.
@@ -65,6 +68,15 @@ HERE = Path(__file__).resolve().parent
 # ------------------------------------------------------------------------- child
 
 
+def settle() -> None:
+    """Collect, then freeze every object alive (the modules, the messages) out of the
+    collector's reach: the loop's collections then scan only what it allocates, and
+    a change in how much the interpreter has loaded (another submodule imported by
+    ``import elmstate``) does not move the figures."""
+    gc.collect()
+    gc.freeze()
+
+
 def child(case: str, mode: str, n: int, core: str) -> None:
     """One measured process: set up, run the loop unless ``mode`` is "setup", tear down."""
     sys.path.insert(0, str(HERE))
@@ -87,7 +99,7 @@ def child(case: str, mode: str, n: int, core: str) -> None:
     msgs = workload.messages(n)
     workload.last[0] = None
     if case == "floor":
-        gc.collect()
+        settle()
         if mode == "full":
             workload.floor(msgs)
     elif case in ("put-empty", "get", "get-bounded"):
@@ -98,7 +110,7 @@ def child(case: str, mode: str, n: int, core: str) -> None:
         with elmstate.Buffer(bound) as buf, buf.new_consumer() as consumer:
             if case != "put-empty":
                 buf.put(None, *msgs)
-            gc.collect()
+            settle()
             if mode == "full":
                 if case != "put-empty":
                     get = consumer.get
@@ -119,7 +131,7 @@ def child(case: str, mode: str, n: int, core: str) -> None:
         bound = len(msgs) if case == "run-bounded" else None
         with elmstate.Buffer(bound) as buf, buf.new_consumer() as consumer:
             buf.put(None, *msgs)
-            gc.collect()
+            settle()
             if mode == "full":
                 try:
                     elmstate.run(workload.init, update, workload.view, buf, consumer)
