@@ -124,11 +124,7 @@ def _check_args(
     key: Any,
 ) -> None:
     """The checks, one by one: the first that fails raises, naming its argument."""
-    check.callable_arg("init", init)
-    check.callable_arg("update", update)
-    check.callable_arg("view", view)
-    check.producer_arg(producer)
-    check.consumer_arg(consumer)
+    check.program_args(init, update, view, producer, consumer)
     check.callable_arg("fetcher", fetcher)
     check.store_arg(store)
     check.callable_arg("hydrator", hydrator)

@@ -97,11 +97,10 @@ cdef class Buffer:
     cdef bint _claim_pass(self, bint now) except -1
     cdef int _defer(self, double delay) except -1
     cdef int64_t _ask(self, cleaner, int64_t size, list offsets, bint inline) except? -1
-    cdef int _drop_to(self, int64_t target) except -1
+    cdef int _drop_to(self, int64_t target, bint floor=*) except -1
     cdef int _put_bounded(self, Context ctx, PyObject** values, Py_ssize_t n) except -1
     cdef int _wait_room(self, Context ctx, PyObject** values, Py_ssize_t n) except -1
     cdef bint _read_here(self) except -1
-    cdef int _drop_over(self) except -1
     cdef int _commit_room(self, int64_t read) except -1
 
 

@@ -526,8 +526,8 @@ A thread-safe, one-to-many FIFO with per-consumer offsets, unbounded unless
     cdef int _put_bounded(self, Context ctx, PyObject** values, Py_ssize_t n) except -1:
         if self._drop_oldest:
             self._append(values, n)
-            if self._end - self._start > self._maxsize:
-                self._drop_over()
+            if self._end - self._start > self._maxsize:  # read or not: a get learns it
+                self._drop_to(self._end - self._maxsize, False)
         elif self._end - self._start < self._maxsize:
             self._append(values, n)  # no Python ran since the check: still room
         else:
@@ -571,29 +571,6 @@ A thread-safe, one-to-many FIFO with per-consumer offsets, unbounded unless
             if consumer is not None and not consumer._closed and consumer._thread == me:
                 return True
         return False
-
-    cdef int _drop_over(self) except -1:
-        """drop_oldest: drop the oldest messages past ``maxsize``, a chunk at a time.
-
-        As in ``_drop_to``, references leave the ring under the lock and are
-        released after it; a consumer that had not read them learns it in ``get``.
-        """
-        cdef PyObject* held[256]
-        cdef int64_t i, k
-        while True:
-            with self._lock:
-                k = self._end - self._start - self._maxsize
-                if k > 256:
-                    k = 256
-                if k <= 0:
-                    if self._waiters:
-                        self._cond.notify_all()  # a waiting get must learn it lost messages
-                    return 0
-                for i in range(k):  # no Python runs: the references move to held
-                    held[i] = self._ring[(self._start + i) & self._mask]
-                self._start += k
-            for i in range(k):
-                Py_DECREF(<object>held[i])
 
     cdef int _commit_room(self, int64_t read) except -1:
         """A put waits for room and a reader committed up to ``read``."""
@@ -783,19 +760,20 @@ A thread-safe, one-to-many FIFO with per-consumer offsets, unbounded unless
                 raise  # KeyboardInterrupt and the like still reach the caller
             return 0  # off-thread, the closed buffer reports it
 
-    cdef int _drop_to(self, int64_t target) except -1:
+    cdef int _drop_to(self, int64_t target, bint floor=True) except -1:
         """Drop messages below ``target`` a chunk at a time.
 
         Each chunk's references move out of the ring under the lock and are
         released after it (finalisers may run), into a buffer on the stack: no
         allocation, however many messages a pass drops. Between chunks a new
-        consumer may join: ``_clean_floor`` keeps what it has yet to read.
+        consumer may join: ``_clean_floor`` keeps what it has yet to read —
+        unless ``floor`` is false (drop_oldest drops unread messages anyway).
         """
         cdef PyObject* held[256]
         cdef int64_t i, k, size, cap
         while True:
             with self._lock:
-                k = min(target, self._clean_floor) - self._start
+                k = (min(target, self._clean_floor) if floor else target) - self._start
                 if k > 256:
                     k = 256
                 if k <= 0 or self._closed:  # closed while its cleaner ran: what it holds stays
@@ -1064,11 +1042,7 @@ cdef class _Program:
 
 
 cdef int _check_run_args(init, update, view, producer, consumer, replay) except -1:
-    check.callable_arg("init", init)
-    check.callable_arg("update", update)
-    check.callable_arg("view", view)
-    check.producer_arg(producer)
-    check.consumer_arg(consumer)
+    check.program_args(init, update, view, producer, consumer)
     check.optional_callable_arg("replay", replay)
     return 0
 

@@ -958,11 +958,7 @@ class _Program:
 def _check_run_args(
     init: Any, update: Any, view: Any, producer: Any, consumer: Any, replay: Any
 ) -> None:
-    check.callable_arg("init", init)
-    check.callable_arg("update", update)
-    check.callable_arg("view", view)
-    check.producer_arg(producer)
-    check.consumer_arg(consumer)
+    check.program_args(init, update, view, producer, consumer)
     check.optional_callable_arg("replay", replay)
 
 

@@ -127,11 +127,7 @@ def supervise(
     dead-letters one. Never returns: it raises ``ctx.err`` when ``ctx`` ends,
     or whatever ``on_dead_letter`` raises.
     """
-    check.callable_arg("init", init)
-    check.callable_arg("update", update)
-    check.callable_arg("view", view)
-    check.producer_arg(producer)
-    check.consumer_arg(consumer)
+    check.program_args(init, update, view, producer, consumer)
     check.optional_callable_arg("replay", replay)
     limit = _max_failures_arg(max_failures)
     check.optional_callable_arg("on_dead_letter", on_dead_letter)

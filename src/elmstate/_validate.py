@@ -47,6 +47,15 @@ def consumer_arg(value: Any) -> None:
         has_methods("consumer", value, "get", "commit", "rollback")
 
 
+def program_args(init: Any, update: Any, view: Any, producer: Any, consumer: Any) -> None:
+    """The five arguments every mode and wrapper takes, in order: the first wrong one is named."""
+    callable_arg("init", init)
+    callable_arg("update", update)
+    callable_arg("view", view)
+    producer_arg(producer)
+    consumer_arg(consumer)
+
+
 def store_arg(value: Any) -> None:
     if id(type(value)) not in STORES:
         has_methods("store", value, "load", "store")

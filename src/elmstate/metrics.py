@@ -148,11 +148,7 @@ class Metrics:
         consumer is one of its consumers; otherwise there are no depth and lag.
         A later ``wrap`` that finds a buffer replaces the earlier one's.
         """
-        check.callable_arg("init", init)
-        check.callable_arg("update", update)
-        check.callable_arg("view", view)
-        check.producer_arg(producer)
-        check.consumer_arg(consumer)
+        check.program_args(init, update, view, producer, consumer)
         if buffer is not None:
             if type(buffer) is not core.Buffer:
                 raise TypeError(

@@ -122,11 +122,7 @@ class Recorder:
         fault). The wrapped producer and consumer hand everything through to
         the originals, which stay reachable as their ``__wrapped__``.
         """
-        check.callable_arg("init", init)
-        check.callable_arg("update", update)
-        check.callable_arg("view", view)
-        check.producer_arg(producer)
-        check.consumer_arg(consumer)
+        check.program_args(init, update, view, producer, consumer)
         return (
             _recorded_init(self, init),
             _recorded_update(self, update),
