@@ -356,7 +356,7 @@ class Buffer(Generic[T]):
 
     def __init__(self, maxsize: int | None = None, *, overflow: str = "wait") -> None:
         self._maxsize, self._drop_oldest = check.buffer_bounds(maxsize, overflow)  # -1: unbounded
-        self._room_at = max(self._maxsize // 2, 1)  # see _make_room
+        self._room_at = max(self._maxsize // 2, 1)  # see "Bounds" below
         self._room_waiters = 0  # puts waiting for room
         self._lock = threading.RLock()  # re-entrant: a finaliser run by the GC under it may put
         self._cond = threading.Condition(self._lock)
@@ -966,7 +966,7 @@ def _loop(program: _Program, consumer: Consumer, ctx: Context) -> NoReturn:
     if ctx._done:
         raise ctx._error()
     direct = consumer.consumer if type(consumer) is _BatchConsumer else consumer
-    if type(direct) is BufferConsumer:  # its first tick may put before any get (docs/buffer.md)
+    if type(direct) is BufferConsumer:  # read on this thread from now on (docs/contract.md)
         direct._thread = threading.get_ident()
     _first_tick.depth = getattr(_first_tick, "depth", 0) + 1
     try:
