@@ -215,6 +215,54 @@ def test_a_put_on_a_thread_that_reads_the_buffer_never_waits(elm: ModuleType) ->
         buf.put(elm.Context(timeout=0.05), 6)
 
 
+def test_a_cleaner_that_puts_into_its_own_full_buffer_never_waits(elm: ModuleType) -> None:
+    # The room that put would wait for is what this very pass drops, after the
+    # cleaner returns: waiting there deadlocked the pass and every later one.
+    buf = elm.Buffer(2)
+    buf.set_cleaner(elm.default_cleaner, cooldown=3600)  # the reader's commit only schedules
+    consumer = buf.new_consumer()
+    errors: list[BaseException] = []
+
+    def cleaner(size: int, offsets: Any) -> int:
+        n = int(elm.default_cleaner(size, offsets))
+        if n:
+            try:
+                buf.put(elm.Context(timeout=SAFETY), ("trimmed", n))
+            except BaseException as exc:  # the test reports it; the buffer would close
+                errors.append(exc)
+        return n
+
+    buf.put(None, 1, 2)
+    reader = InThread(lambda: [consumer.get(), consumer.get(), consumer.commit()])
+    reader.join()
+    buf.set_cleaner(cleaner, cooldown=0)  # a pass now, on this thread, which reads nothing
+    assert errors == []
+    assert buf.slice() == [("trimmed", 2)]
+
+
+def test_a_finaliser_of_a_dropped_message_that_puts_never_waits(elm: ModuleType) -> None:
+    # It runs on the thread of the pass that dropped the message, as part of that pass.
+    buf = elm.Buffer(2)
+    buf.set_cleaner(elm.default_cleaner, cooldown=3600)
+    consumer = buf.new_consumer()
+    errors: list[BaseException] = []
+
+    class Tracked:
+        def __del__(self) -> None:
+            try:
+                for value in ("x", "y", "z"):  # the third finds the buffer full
+                    buf.put(elm.Context(timeout=SAFETY), value)
+            except BaseException as exc:  # a finaliser's error would only be printed
+                errors.append(exc)
+
+    buf.put(None, Tracked(), "a")
+    reader = InThread(lambda: [consumer.get(), consumer.get(), consumer.commit()] and None)
+    reader.join()
+    buf.set_cleaner(elm.default_cleaner, cooldown=0)  # drops both on this thread
+    assert errors == []
+    assert buf.slice() == ["x", "y", "z"]
+
+
 # --------------------------------------------------------------------------- a loop feeding itself
 
 

@@ -76,6 +76,7 @@ cdef class Buffer:
     cdef bint _cleaning  # a pass runs (its cleaner is called without the lock)
     cdef bint _clean_again  # something asked for a pass while one ran
     cdef Py_ssize_t _clean_fork  # _timer.forks when the running pass began
+    cdef unsigned long _clean_thread  # the thread that runs it: its puts never wait
     cdef int64_t _clean_floor  # a pass drops nothing at or past this index
     cdef int64_t _maxsize  # -1: unbounded
     cdef int64_t _room_at  # wait mode: a reader this far past the start makes room at once

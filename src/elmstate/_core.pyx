@@ -555,12 +555,16 @@ A thread-safe, one-to-many FIFO with per-consumer offsets, unbounded unless
                     ctx._off_done(token)
 
     cdef bint _read_here(self) except -1:
-        """Lock held: this thread is a loop's in its first tick, or reads this buffer."""
+        """Lock held: this thread is a loop's in its first tick, reads this buffer,
+        or runs its pass (a put from the cleaner or a dropped message's finaliser,
+        which would wait for the pass it is part of)."""
         cdef unsigned long me
         cdef BufferConsumer consumer
         if getattr(_first_tick, "depth", 0):
             return True
         me = PyThread_get_thread_ident()
+        if self._cleaning and self._clean_thread == me and self._clean_fork == _timer.forks:
+            return True
         for ref in self._consumers:
             consumer = ref()
             if consumer is not None and not consumer._closed and consumer._thread == me:
@@ -744,6 +748,7 @@ A thread-safe, one-to-many FIFO with per-consumer offsets, unbounded unless
             return False
         self._clean_fork = _timer.forks
         self._clean_floor = _NO_FLOOR
+        self._clean_thread = PyThread_get_thread_ident()
         # Last, right before the return: a KeyboardInterrupt raised between
         # the two would leave a pass claimed that no caller ends.
         self._cleaning = True

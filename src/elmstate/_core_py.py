@@ -383,6 +383,7 @@ class Buffer(Generic[T]):
         self._cleaning = False  # a pass runs (its cleaner is called without the lock)
         self._clean_again = False  # something asked for a pass while one ran
         self._clean_fork = 0  # _timer.forks when the running pass began
+        self._clean_thread = 0  # the thread that runs it: its puts never wait (_read_here)
         self._clean_floor = _NO_FLOOR  # a pass drops nothing at or past this index
 
     @property
@@ -536,10 +537,14 @@ class Buffer(Generic[T]):
                 ctx._off_done(token)  # type: ignore[union-attr]
 
     def _read_here(self) -> bool:
-        """Lock held: this thread is a loop's in its first tick, or reads this buffer."""
+        """Lock held: this thread is a loop's in its first tick, reads this buffer,
+        or runs its pass (a put from the cleaner or a dropped message's finaliser,
+        which would wait for the pass it is part of)."""
         if getattr(_first_tick, "depth", 0):
             return True
         me = threading.get_ident()
+        if self._cleaning and self._clean_thread == me and self._clean_fork == _timer.forks:
+            return True
         return any(c._thread == me for c in self._consumers if not c._closed)
 
     def _make_room(self) -> None:
@@ -595,8 +600,8 @@ class Buffer(Generic[T]):
                     return
                 self._last_clean = time.monotonic()
                 start = self._start
-                items, base = self._span
-                size = base + len(items) - start
+                # No local for the list: what the pass drops is released with dropped.
+                size = self._span[1] + len(self._span[0]) - start
                 offsets = [c._committed - start for c in self._consumers if not c._closed]
                 cleaner = self._cleaner
                 if cleaner is default_cleaner:  # no user code: answered and dropped at once
@@ -608,9 +613,15 @@ class Buffer(Generic[T]):
                 dropped = self._drop_to(min(target, self._clean_floor))
         finally:
             if claimed:
-                # First, before anything that may be interrupted (taking the
-                # lock): one store, and the next pass may be claimed.
-                self._cleaning = False
+                try:
+                    # Released here, outside the lock, while the pass is still
+                    # claimed (as the compiled core releases its chunks): a put
+                    # from a finaliser never waits for this pass (_read_here).
+                    del dropped
+                finally:
+                    # Before anything that may be interrupted (taking the lock):
+                    # one store, and the next pass may be claimed.
+                    self._cleaning = False
                 with self._lock:
                     if self._clean_again and not self._closed:
                         # Never a second pass here: a cleaner that puts would loop.
@@ -620,7 +631,6 @@ class Buffer(Generic[T]):
                             )
                         finally:
                             self._clean_again = False
-        del dropped  # here, outside the lock (or on an early return, as the frame ends)
 
     def _claim_pass(self, now: bool) -> bool:
         """Lock held: True if the caller is to run a pass now, else arrange one."""
@@ -634,6 +644,7 @@ class Buffer(Generic[T]):
             return False
         self._clean_fork = _timer.forks
         self._clean_floor = _NO_FLOOR
+        self._clean_thread = threading.get_ident()
         # Last, right before the return: a KeyboardInterrupt raised between
         # the two would leave a pass claimed that no caller ends.
         self._cleaning = True
