@@ -9,8 +9,10 @@ The long proof — a producer thread putting 10,000,000 messages into
 from __future__ import annotations
 
 import copy
+import gc
 import os
 import pickle
+import sys
 import threading
 import time
 from types import ModuleType
@@ -368,6 +370,49 @@ def test_a_batch_over_a_bounded_buffer_ends_and_its_feeder_waits(elm: ModuleType
     assert got == sum(range(500))
     # the feeder's pages (5 messages each) waited for room: never much above maxsize
     assert highest[0] <= 8 + 5 + 2, highest[0]
+
+
+def waiting_in_condition(name: str) -> bool:
+    """A thread of that name is blocked in ``threading.Condition.wait``."""
+    idents = {t.ident for t in threading.enumerate() if t.name == name}
+    frames = sys._current_frames()
+    return any(
+        ident in frames and frames[ident].f_code is threading.Condition.wait.__code__
+        for ident in idents
+    )
+
+
+def test_a_feeders_page_changed_while_its_put_waits_is_put_as_fetched(elm: ModuleType) -> None:
+    # The feeder puts a fetched list without copying it; once that put has to
+    # wait, the list's owner may change it. What goes in is the page as fetched.
+    buf = elm.Buffer(2)
+    consumer = buf.new_consumer()
+    page = [("page", i, [i] * 50) for i in range(40)]
+    fetched = list(page)
+    seen: list[Any] = []
+
+    def fetcher(ctx: Any) -> tuple[list[Any], bool]:
+        assert wait_for(lambda: len(buf) >= 2, timeout=SAFETY)  # full: this put will wait
+        return page, False
+
+    def update(message: Any) -> Any:
+        seen.append(message)
+        if len(seen) == 1:
+            assert wait_for(lambda: waiting_in_condition("elmstate-feeder"), timeout=SAFETY)
+            page.clear()  # its items' last references elsewhere go with it...
+            fetched.clear()
+            gc.collect()
+            junk = [[object()] * 8 for _ in range(2_000)]  # ...and their memory is reused
+            del junk
+        return lambda model: (model + 1, None)
+
+    def init() -> tuple[int, Any]:
+        return 0, elm.new_command("i1", "i2")  # the first tick's puts fill it: they never wait
+
+    got = elm.batch(init, update, lambda m: None, buf, consumer, fetcher)
+    assert got == 42
+    assert seen[:2] == ["i1", "i2"]
+    assert [message[:2] for message in seen[2:]] == [("page", i) for i in range(40)]
 
 
 # --------------------------------------------------------------------------- drop_oldest

@@ -519,6 +519,8 @@ A thread-safe, one-to-many FIFO with per-consumer offsets, unbounded unless
     # that reads this buffer never waits: only that reader could make room.
 
     cdef int _put_bounded(self, Context ctx, PyObject** values, Py_ssize_t n) except -1:
+        cdef PyObject** held
+        cdef Py_ssize_t i
         if self._drop_oldest:
             self._append(values, n)
             if self._end - self._start > self._maxsize:
@@ -526,7 +528,21 @@ A thread-safe, one-to-many FIFO with per-consumer offsets, unbounded unless
         elif self._end - self._start < self._maxsize:
             self._append(values, n)  # no Python ran since the check: still room
         else:
-            self._wait_room(ctx, values, n)
+            # Waiting runs Python, and ``values`` may be a list's items (a batch's
+            # page, put without a copy) that its owner changes meanwhile: hold
+            # our own references, in memory no finaliser can run to allocate.
+            held = <PyObject**>PyMem_Malloc(n * sizeof(PyObject*))
+            if held == NULL:
+                raise MemoryError()
+            for i in range(n):
+                Py_INCREF(<object>values[i])
+                held[i] = values[i]
+            try:
+                self._wait_room(ctx, held, n)
+            finally:
+                for i in range(n):
+                    Py_DECREF(<object>held[i])
+                PyMem_Free(held)
         return 0
 
     cdef int _wait_room(self, Context ctx, PyObject** values, Py_ssize_t n) except -1:
