@@ -217,6 +217,30 @@ def test_a_put_on_a_thread_that_reads_the_buffer_never_waits(elm: ModuleType) ->
         buf.put(elm.Context(timeout=0.05), 6)
 
 
+def test_a_thread_that_read_the_buffer_and_ended_exempts_no_later_thread(
+    elm: ModuleType,
+) -> None:
+    # A new thread often gets the ident of one that ended: it is another thread,
+    # which reads nothing, so its put waits.
+    buf = elm.Buffer(2)
+    consumer = buf.new_consumer()  # open throughout: its reader thread ends
+    buf.put(None, 1, 2)
+    reader = InThread(lambda: [consumer.get(), consumer.rollback()])
+    reader.join()
+    reader_ident = reader.thread.ident
+    same_ident = False
+    for _ in range(20):
+        producer = InThread(lambda: buf.put(elm.Context(timeout=0.05), 3))
+        producer.join()
+        assert isinstance(producer.error, elm.DeadlineExceeded), producer.error
+        assert buf.slice() == [1, 2]
+        if producer.thread.ident == reader_ident:
+            same_ident = True
+            break
+    if not same_ident:
+        pytest.skip("no new thread got the ended reader's ident here")
+
+
 def test_a_cleaner_that_puts_into_its_own_full_buffer_never_waits(elm: ModuleType) -> None:
     # The room that put would wait for is what this very pass drops, after the
     # cleaner returns: waiting there deadlocked the pass and every later one.

@@ -7,6 +7,7 @@ compiled core does.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -346,6 +347,22 @@ def _context_arg(ctx: Any) -> Context:
 # Threads in a loop's first tick, which has read nothing yet: their puts never wait.
 _first_tick = threading.local()
 
+_thread_numbers = itertools.count(1)  # next() is atomic under the GIL
+
+
+class _ThreadNumber(threading.local):
+    """This thread's number, which no other thread of the process has had or will
+    have: a thread's ident is reused once it ends (so a reader's ident, recorded
+    by a consumer, would exempt a later producer thread from waiting)."""
+
+    number: int
+
+    def __init__(self) -> None:
+        self.number = next(_thread_numbers)
+
+
+_this_thread = _ThreadNumber()
+
 
 class Buffer(Generic[T]):
     """A thread-safe, one-to-many FIFO with per-consumer offsets, unbounded unless
@@ -542,7 +559,7 @@ class Buffer(Generic[T]):
         which would wait for the pass it is part of)."""
         if getattr(_first_tick, "depth", 0):
             return True
-        me = threading.get_ident()
+        me = _this_thread.number
         if self._cleaning and self._clean_thread == me and self._clean_fork == _timer.forks:
             return True
         return any(c._thread == me for c in self._consumers if not c._closed)
@@ -644,7 +661,7 @@ class Buffer(Generic[T]):
             return False
         self._clean_fork = _timer.forks
         self._clean_floor = _NO_FLOOR
-        self._clean_thread = threading.get_ident()
+        self._clean_thread = _this_thread.number
         # Last, right before the return: a KeyboardInterrupt raised between
         # the two would leave a pass claimed that no caller ends.
         self._cleaning = True
@@ -800,7 +817,7 @@ class BufferConsumer(Generic[T]):
         elif buffer._maxsize >= 0 and not buffer._closed:
             # Bounded: a put on this thread must never wait for this reader (the
             # unbounded path above pays nothing for it); then the same fast path.
-            self._thread = threading.get_ident()
+            self._thread = _this_thread.number
             if 0 <= index < len(items) and not self._closed and (ctx is None or not ctx._done):
                 message = items[index]
                 if read >= buffer._start:
@@ -813,7 +830,7 @@ class BufferConsumer(Generic[T]):
         buffer = self._buffer
         token = 0
         if buffer._maxsize >= 0:  # a put on this thread must never wait for this reader
-            self._thread = threading.get_ident()
+            self._thread = _this_thread.number
         with buffer._lock:
             try:
                 while True:
@@ -970,7 +987,7 @@ def _loop(program: _Program, consumer: Consumer, ctx: Context) -> NoReturn:
         raise ctx._error()
     direct = consumer.consumer if type(consumer) is _BatchConsumer else consumer
     if type(direct) is BufferConsumer:  # its first tick may put before any get (docs/buffer.md)
-        direct._thread = threading.get_ident()
+        direct._thread = _this_thread.number
     _first_tick.depth = getattr(_first_tick, "depth", 0) + 1
     try:
         program.start(ctx)
