@@ -9,8 +9,10 @@ The long proof — a producer thread putting 10,000,000 messages into
 from __future__ import annotations
 
 import copy
+import gc
 import os
 import pickle
+import sys
 import threading
 import time
 from types import ModuleType
@@ -215,6 +217,78 @@ def test_a_put_on_a_thread_that_reads_the_buffer_never_waits(elm: ModuleType) ->
         buf.put(elm.Context(timeout=0.05), 6)
 
 
+def test_a_thread_that_read_the_buffer_and_ended_exempts_no_later_thread(
+    elm: ModuleType,
+) -> None:
+    # A new thread often gets the ident of one that ended: it is another thread,
+    # which reads nothing, so its put waits.
+    buf = elm.Buffer(2)
+    consumer = buf.new_consumer()  # open throughout: its reader thread ends
+    buf.put(None, 1, 2)
+    reader = InThread(lambda: [consumer.get(), consumer.rollback()])
+    reader.join()
+    reader_ident = reader.thread.ident
+    same_ident = False
+    for _ in range(20):
+        producer = InThread(lambda: buf.put(elm.Context(timeout=0.05), 3))
+        producer.join()
+        assert isinstance(producer.error, elm.DeadlineExceeded), producer.error
+        assert buf.slice() == [1, 2]
+        if producer.thread.ident == reader_ident:
+            same_ident = True
+            break
+    if not same_ident:
+        pytest.skip("no new thread got the ended reader's ident here")
+
+
+def test_a_cleaner_that_puts_into_its_own_full_buffer_never_waits(elm: ModuleType) -> None:
+    # The room that put would wait for is what this very pass drops, after the
+    # cleaner returns: waiting there deadlocked the pass and every later one.
+    buf = elm.Buffer(2)
+    buf.set_cleaner(elm.default_cleaner, cooldown=3600)  # the reader's commit only schedules
+    consumer = buf.new_consumer()
+    errors: list[BaseException] = []
+
+    def cleaner(size: int, offsets: Any) -> int:
+        n = int(elm.default_cleaner(size, offsets))
+        if n:
+            try:
+                buf.put(elm.Context(timeout=SAFETY), ("trimmed", n))
+            except BaseException as exc:  # the test reports it; the buffer would close
+                errors.append(exc)
+        return n
+
+    buf.put(None, 1, 2)
+    reader = InThread(lambda: [consumer.get(), consumer.get(), consumer.commit()])
+    reader.join()
+    buf.set_cleaner(cleaner, cooldown=0)  # a pass now, on this thread, which reads nothing
+    assert errors == []
+    assert buf.slice() == [("trimmed", 2)]
+
+
+def test_a_finaliser_of_a_dropped_message_that_puts_never_waits(elm: ModuleType) -> None:
+    # It runs on the thread of the pass that dropped the message, as part of that pass.
+    buf = elm.Buffer(2)
+    buf.set_cleaner(elm.default_cleaner, cooldown=3600)
+    consumer = buf.new_consumer()
+    errors: list[BaseException] = []
+
+    class Tracked:
+        def __del__(self) -> None:
+            try:
+                for value in ("x", "y", "z"):  # the third finds the buffer full
+                    buf.put(elm.Context(timeout=SAFETY), value)
+            except BaseException as exc:  # a finaliser's error would only be printed
+                errors.append(exc)
+
+    buf.put(None, Tracked(), "a")
+    reader = InThread(lambda: [consumer.get(), consumer.get(), consumer.commit()] and None)
+    reader.join()
+    buf.set_cleaner(elm.default_cleaner, cooldown=0)  # drops both on this thread
+    assert errors == []
+    assert buf.slice() == ["x", "y", "z"]
+
+
 # --------------------------------------------------------------------------- a loop feeding itself
 
 
@@ -320,6 +394,49 @@ def test_a_batch_over_a_bounded_buffer_ends_and_its_feeder_waits(elm: ModuleType
     assert got == sum(range(500))
     # the feeder's pages (5 messages each) waited for room: never much above maxsize
     assert highest[0] <= 8 + 5 + 2, highest[0]
+
+
+def waiting_in_condition(name: str) -> bool:
+    """A thread of that name is blocked in ``threading.Condition.wait``."""
+    idents = {t.ident for t in threading.enumerate() if t.name == name}
+    frames = sys._current_frames()
+    return any(
+        ident in frames and frames[ident].f_code is threading.Condition.wait.__code__
+        for ident in idents
+    )
+
+
+def test_a_feeders_page_changed_while_its_put_waits_is_put_as_fetched(elm: ModuleType) -> None:
+    # The feeder puts a fetched list without copying it; once that put has to
+    # wait, the list's owner may change it. What goes in is the page as fetched.
+    buf = elm.Buffer(2)
+    consumer = buf.new_consumer()
+    page = [("page", i, [i] * 50) for i in range(40)]
+    fetched = list(page)
+    seen: list[Any] = []
+
+    def fetcher(ctx: Any) -> tuple[list[Any], bool]:
+        assert wait_for(lambda: len(buf) >= 2, timeout=SAFETY)  # full: this put will wait
+        return page, False
+
+    def update(message: Any) -> Any:
+        seen.append(message)
+        if len(seen) == 1:
+            assert wait_for(lambda: waiting_in_condition("elmstate-feeder"), timeout=SAFETY)
+            page.clear()  # its items' last references elsewhere go with it...
+            fetched.clear()
+            gc.collect()
+            junk = [[object()] * 8 for _ in range(2_000)]  # ...and their memory is reused
+            del junk
+        return lambda model: (model + 1, None)
+
+    def init() -> tuple[int, Any]:
+        return 0, elm.new_command("i1", "i2")  # the first tick's puts fill it: they never wait
+
+    got = elm.batch(init, update, lambda m: None, buf, consumer, fetcher)
+    assert got == 42
+    assert seen[:2] == ["i1", "i2"]
+    assert [message[:2] for message in seen[2:]] == [("page", i) for i in range(40)]
 
 
 # --------------------------------------------------------------------------- drop_oldest

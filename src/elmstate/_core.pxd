@@ -6,7 +6,7 @@ bodies, and everything a Python caller sees, are in ``_core.pyx``.
 
 cimport cython
 from cpython.object cimport PyObject
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint64_t
 
 cdef class Buffer
 cdef class BufferConsumer
@@ -77,6 +77,7 @@ cdef class Buffer:
     cdef bint _cleaning  # a pass runs (its cleaner is called without the lock)
     cdef bint _clean_again  # something asked for a pass while one ran
     cdef Py_ssize_t _clean_fork  # _timer.forks when the running pass began
+    cdef uint64_t _clean_thread  # the thread that runs it: its puts never wait
     cdef int64_t _clean_floor  # a pass drops nothing at or past this index
     cdef int64_t _maxsize  # -1: unbounded
     cdef int64_t _room_at  # wait mode: a reader this far past the start makes room at once
@@ -126,7 +127,7 @@ cdef class BufferConsumer:
     cdef int64_t _read  # absolute index of the next message to read
     cdef int64_t _committed
     cdef bint _closed
-    cdef unsigned long _thread  # bounded buffers: the thread of the last get (0: none)
+    cdef uint64_t _thread  # bounded buffers: the thread (_thread_number) of the last get, or 0
     cdef object __weakref__
     cdef inline object _get(self, Context ctx)
     cdef object _wait(self, Context ctx)

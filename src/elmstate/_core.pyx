@@ -19,11 +19,11 @@ cimport cython
 from cpython.list cimport PyList_GET_SIZE, PyList_New, PyList_SET_ITEM
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.object cimport PyObject
-from cpython.pythread cimport PyThread_get_thread_ident
+from cpython.pystate cimport PyThreadState, PyThreadState_Get
 from cpython.ref cimport Py_DECREF, Py_INCREF
 from cpython.sequence cimport PySequence_Fast_ITEMS
 from cpython.tuple cimport PyTuple_GET_SIZE
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint64_t
 
 from elmstate._cpython cimport (
     METH_FASTCALL,
@@ -66,6 +66,18 @@ cdef double _GRACE = 0.001  # how long a due pass waits for a put or commit to r
 cdef object _ATTACH = object()  # BufferConsumer.__new__'s pass: only new_consumer has it
 # Threads in a loop's first tick, which has read nothing yet: their puts never wait.
 cdef object _first_tick = threading.local()
+
+
+cdef extern from "Python.h":
+    # Python 3.9+: a number no other thread state of the interpreter had or will
+    # have. A thread's ident is reused once it ends (so a reader's ident, recorded
+    # by a consumer, would exempt a later producer thread from waiting).
+    uint64_t PyThreadState_GetID(PyThreadState* tstate)
+
+
+cdef inline uint64_t _thread_number() noexcept:
+    """This thread's number (see PyThreadState_GetID; never 0)."""
+    return PyThreadState_GetID(PyThreadState_Get())
 
 
 # --------------------------------------------------------------------------- Context
@@ -524,6 +536,8 @@ A thread-safe, one-to-many FIFO with per-consumer offsets, unbounded unless
     # that reads this buffer never waits: only that reader could make room.
 
     cdef int _put_bounded(self, Context ctx, PyObject** values, Py_ssize_t n) except -1:
+        cdef PyObject** held
+        cdef Py_ssize_t i
         if self._drop_oldest:
             self._append(values, n)
             if self._end - self._start > self._maxsize:  # read or not: a get learns it
@@ -531,7 +545,21 @@ A thread-safe, one-to-many FIFO with per-consumer offsets, unbounded unless
         elif self._end - self._start < self._maxsize:
             self._append(values, n)  # no Python ran since the check: still room
         else:
-            self._wait_room(ctx, values, n)
+            # Waiting runs Python, and ``values`` may be a list's items (a batch's
+            # page, put without a copy) that its owner changes meanwhile: hold
+            # our own references, in memory no finaliser can run to allocate.
+            held = <PyObject**>PyMem_Malloc(n * sizeof(PyObject*))
+            if held == NULL:
+                raise MemoryError()
+            for i in range(n):
+                Py_INCREF(<object>values[i])
+                held[i] = values[i]
+            try:
+                self._wait_room(ctx, held, n)
+            finally:
+                for i in range(n):
+                    Py_DECREF(<object>held[i])
+                PyMem_Free(held)
         return 0
 
     cdef int _wait_room(self, Context ctx, PyObject** values, Py_ssize_t n) except -1:
@@ -560,12 +588,16 @@ A thread-safe, one-to-many FIFO with per-consumer offsets, unbounded unless
                     ctx._off_done(token)
 
     cdef bint _read_here(self) except -1:
-        """Lock held: this thread is a loop's in its first tick, or reads this buffer."""
-        cdef unsigned long me
+        """Lock held: this thread is a loop's in its first tick, reads this buffer,
+        or runs its pass (a put from the cleaner or a dropped message's finaliser,
+        which would wait for the pass it is part of)."""
+        cdef uint64_t me
         cdef BufferConsumer consumer
         if getattr(_first_tick, "depth", 0):
             return True
-        me = PyThread_get_thread_ident()
+        me = _thread_number()
+        if self._cleaning and self._clean_thread == me and self._clean_fork == _timer.forks:
+            return True
         for ref in self._consumers:
             consumer = ref()
             if consumer is not None and not consumer._closed and consumer._thread == me:
@@ -726,6 +758,7 @@ A thread-safe, one-to-many FIFO with per-consumer offsets, unbounded unless
             return False
         self._clean_fork = _timer.forks
         self._clean_floor = _NO_FLOOR
+        self._clean_thread = _thread_number()
         # Last, right before the return: a KeyboardInterrupt raised between
         # the two would leave a pass claimed that no caller ends.
         self._cleaning = True
@@ -881,7 +914,7 @@ cdef class BufferConsumer:
         cdef Buffer buffer = self._buffer
         cdef int64_t index = self._read
         if buffer._maxsize >= 0:  # a put on this thread must never wait for this reader
-            self._thread = PyThread_get_thread_ident()
+            self._thread = _thread_number()
         if (
             not self._closed
             and not buffer._closed
@@ -1055,7 +1088,7 @@ cdef int _first(_Program program, BufferConsumer direct, Context ctx) except -1:
     later tick some instructions (callgrind).
     """
     if direct is not None:  # the loop reads it on this thread from now on
-        direct._thread = PyThread_get_thread_ident()
+        direct._thread = _thread_number()
     _first_tick.depth = getattr(_first_tick, "depth", 0) + 1
     try:
         program.start(ctx)

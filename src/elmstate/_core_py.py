@@ -7,6 +7,7 @@ compiled core does.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -346,6 +347,22 @@ def _context_arg(ctx: Any) -> Context:
 # Threads in a loop's first tick, which has read nothing yet: their puts never wait.
 _first_tick = threading.local()
 
+_thread_numbers = itertools.count(1)  # next() is atomic under the GIL
+
+
+class _ThreadNumber(threading.local):
+    """This thread's number, which no other thread of the process has had or will
+    have: a thread's ident is reused once it ends (so a reader's ident, recorded
+    by a consumer, would exempt a later producer thread from waiting)."""
+
+    number: int
+
+    def __init__(self) -> None:
+        self.number = next(_thread_numbers)
+
+
+_this_thread = _ThreadNumber()
+
 
 class Buffer(Generic[T]):
     """A thread-safe, one-to-many FIFO with per-consumer offsets, unbounded unless
@@ -384,6 +401,7 @@ class Buffer(Generic[T]):
         self._cleaning = False  # a pass runs (its cleaner is called without the lock)
         self._clean_again = False  # something asked for a pass while one ran
         self._clean_fork = 0  # _timer.forks when the running pass began
+        self._clean_thread = 0  # the thread that runs it: its puts never wait (_read_here)
         self._clean_floor = _NO_FLOOR  # a pass drops nothing at or past this index
 
     @property
@@ -546,10 +564,14 @@ class Buffer(Generic[T]):
                 ctx._off_done(token)  # type: ignore[union-attr]
 
     def _read_here(self) -> bool:
-        """Lock held: this thread is a loop's in its first tick, or reads this buffer."""
+        """Lock held: this thread is a loop's in its first tick, reads this buffer,
+        or runs its pass (a put from the cleaner or a dropped message's finaliser,
+        which would wait for the pass it is part of)."""
         if getattr(_first_tick, "depth", 0):
             return True
-        me = threading.get_ident()
+        me = _this_thread.number
+        if self._cleaning and self._clean_thread == me and self._clean_fork == _timer.forks:
+            return True
         return any(c._thread == me for c in self._consumers if not c._closed)
 
     def _make_room(self) -> None:
@@ -605,8 +627,8 @@ class Buffer(Generic[T]):
                     return
                 self._last_clean = time.monotonic()
                 start = self._start
-                items, base = self._span
-                size = base + len(items) - start
+                # No local for the list: what the pass drops is released with dropped.
+                size = self._span[1] + len(self._span[0]) - start
                 offsets = [c._committed - start for c in self._consumers if not c._closed]
                 cleaner = self._cleaner
                 if cleaner is default_cleaner:  # no user code: answered and dropped at once
@@ -618,9 +640,15 @@ class Buffer(Generic[T]):
                 dropped = self._drop_to(min(target, self._clean_floor))
         finally:
             if claimed:
-                # First, before anything that may be interrupted (taking the
-                # lock): one store, and the next pass may be claimed.
-                self._cleaning = False
+                try:
+                    # Released here, outside the lock, while the pass is still
+                    # claimed (as the compiled core releases its chunks): a put
+                    # from a finaliser never waits for this pass (_read_here).
+                    del dropped
+                finally:
+                    # Before anything that may be interrupted (taking the lock):
+                    # one store, and the next pass may be claimed.
+                    self._cleaning = False
                 with self._lock:
                     if self._clean_again and not self._closed:
                         # Never a second pass here: a cleaner that puts would loop.
@@ -630,7 +658,6 @@ class Buffer(Generic[T]):
                             )
                         finally:
                             self._clean_again = False
-        del dropped  # here, outside the lock (or on an early return, as the frame ends)
 
     def _claim_pass(self, now: bool) -> bool:
         """Lock held: True if the caller is to run a pass now, else arrange one."""
@@ -644,6 +671,7 @@ class Buffer(Generic[T]):
             return False
         self._clean_fork = _timer.forks
         self._clean_floor = _NO_FLOOR
+        self._clean_thread = _this_thread.number
         # Last, right before the return: a KeyboardInterrupt raised between
         # the two would leave a pass claimed that no caller ends.
         self._cleaning = True
@@ -799,7 +827,7 @@ class BufferConsumer(Generic[T]):
         elif buffer._maxsize >= 0 and not buffer._closed:
             # Bounded: a put on this thread must never wait for this reader (the
             # unbounded path above pays nothing for it); then the same fast path.
-            self._thread = threading.get_ident()
+            self._thread = _this_thread.number
             if 0 <= index < len(items) and not self._closed and (ctx is None or not ctx._done):
                 message = items[index]
                 if read >= buffer._start:
@@ -812,7 +840,7 @@ class BufferConsumer(Generic[T]):
         buffer = self._buffer
         token = 0
         if buffer._maxsize >= 0:  # a put on this thread must never wait for this reader
-            self._thread = threading.get_ident()
+            self._thread = _this_thread.number
         with buffer._lock:
             try:
                 while True:
@@ -967,7 +995,7 @@ def _loop(program: _Program, consumer: Consumer, ctx: Context) -> NoReturn:
         raise ctx._error()
     direct = consumer.consumer if type(consumer) is _BatchConsumer else consumer
     if type(direct) is BufferConsumer:  # read on this thread from now on (docs/contract.md)
-        direct._thread = threading.get_ident()
+        direct._thread = _this_thread.number
     _first_tick.depth = getattr(_first_tick, "depth", 0) + 1
     try:
         program.start(ctx)
