@@ -157,6 +157,28 @@ def test_a_closed_consumer_makes_room(elm: ModuleType) -> None:
     assert buf.slice() == [1]
 
 
+@pytest.mark.parametrize("when", ["before the put", "while it waits"])
+def test_a_consumer_collected_without_close_makes_room(elm: ModuleType, when: str) -> None:
+    buf = elm.Buffer(2)
+    fast, slow = buf.new_consumer(), buf.new_consumer()
+    buf.put(None, 1, 2)
+    reader = InThread(lambda: (fast.get(), fast.get(), fast.commit()))
+    reader.join()
+    time.sleep(0.05)  # the commit's pass ran: slow held both messages
+    if when == "before the put":
+        del slow
+        gc.collect()
+    putter = InThread(lambda: buf.put(elm.Context(timeout=SAFETY), 3))
+    if when == "while it waits":
+        time.sleep(0.05)
+        assert not putter.done
+        del slow
+        gc.collect()
+    putter.join()
+    assert putter.error is None
+    assert buf.slice() == [3]
+
+
 def wait_then(elm: ModuleType, how: str) -> tuple[float, InThread, Any]:
     buf = elm.Buffer(1)
     buf.new_consumer()

@@ -117,6 +117,11 @@ cdef class _CleanLater:
 
 
 @cython.final
+cdef class _ConsumerGone:
+    cdef object buffer
+
+
+@cython.final
 cdef class _Waker:
     cdef object cond
 

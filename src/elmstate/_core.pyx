@@ -424,7 +424,7 @@ A thread-safe, one-to-many FIFO with per-consumer offsets, unbounded unless
             consumer._buffer = self
             consumer._read = consumer._committed = self._start  # what a pass meanwhile sees
             consumer._thread = 0
-            self._consumers.append(weakref.ref(consumer))
+            self._consumers.append(weakref.ref(consumer, _ConsumerGone(weakref.ref(self))))
             # Again, now that a pass can see it: one that a finaliser ran while
             # the list grew may have dropped past where it started.
             consumer._read = consumer._committed = self._start
@@ -851,6 +851,21 @@ cdef class _CleanLater:
         if buffer is None:
             return
         buffer._pass(True, self.due)
+
+
+cdef class _ConsumerGone:
+    """A consumer collected without ``close()``: a pass soon, as ``close()`` runs one.
+
+    What it held back may go, and a put that waits for that room is woken. On
+    the worker thread: the garbage collector may call this anywhere, also under
+    the buffer's lock.
+    """
+
+    def __init__(self, buffer):
+        self.buffer = buffer
+
+    def __call__(self, ref):
+        _timer.schedule_work(0.0, _CleanLater(self.buffer, monotonic()))
 
 
 cdef class _Waker:

@@ -443,6 +443,9 @@ class Buffer(Generic[T]):
                 raise self._closed_error()
             consumer = BufferConsumer._attach(self, self._start)
             self._consumers.add(consumer)
+            # Collected without close(): a pass soon, as close() runs one (what
+            # it held back may go, and a put waiting for that room is woken).
+            weakref.finalize(consumer, _consumer_gone, weakref.ref(self)).atexit = False
             # Again, now that a pass can see it: one that a finaliser ran while
             # the set grew may have dropped past where it started.
             consumer._read = consumer._committed = self._start
@@ -763,6 +766,11 @@ class _CleanLater:
         if buffer is None:
             return
         buffer._pass(self.due)
+
+
+def _consumer_gone(buffer: weakref.ref[Buffer]) -> None:
+    """On the worker thread: the garbage collector may call this anywhere."""
+    _timer.schedule_work(0.0, _CleanLater(buffer, time.monotonic()))
 
 
 class _Waker:
