@@ -38,6 +38,7 @@ from elmstate._cpython cimport (
 )
 
 import logging
+import sys
 import threading
 import weakref
 from time import monotonic
@@ -52,6 +53,7 @@ from elmstate._messages import Dropped
 __all__ = ["Buffer", "BufferConsumer", "Context", "batch", "run"]
 
 cdef object _log = logging.getLogger("elmstate")
+cdef object _finalizing = sys.is_finalizing
 # A C global, not a module attribute: __dealloc__ may run during interpreter
 # shutdown, after the module's attributes were cleared.
 cdef object _cancel_timer = _timer.cancel
@@ -865,7 +867,11 @@ cdef class _ConsumerGone:
         self.buffer = buffer
 
     def __call__(self, ref):
-        _timer.schedule_work(0.0, _CleanLater(self.buffer, monotonic()))
+        cdef Buffer buffer = self.buffer()
+        # Only when there is something to drop; never while the interpreter
+        # shuts down (the worker thread could not start: a hang at exit).
+        if buffer is not None and buffer._end > buffer._start and not _finalizing():
+            _timer.schedule_work(0.0, _CleanLater(self.buffer, monotonic()))
 
 
 cdef class _Waker:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import sys
 import threading
 import time
 import weakref
@@ -768,9 +769,13 @@ class _CleanLater:
         buffer._pass(self.due)
 
 
-def _consumer_gone(buffer: weakref.ref[Buffer]) -> None:
+def _consumer_gone(ref: weakref.ref[Buffer]) -> None:
     """On the worker thread: the garbage collector may call this anywhere."""
-    _timer.schedule_work(0.0, _CleanLater(buffer, time.monotonic()))
+    buffer = ref()
+    # Only when there is something to drop; never while the interpreter shuts
+    # down (the worker thread could not start: a hang at exit).
+    if buffer is not None and buffer._span[0] and not sys.is_finalizing():
+        _timer.schedule_work(0.0, _CleanLater(ref, time.monotonic()))
 
 
 class _Waker:
