@@ -33,21 +33,6 @@ import workload  # noqa: E402
 import elmstate  # noqa: E402
 
 
-def bounded_supported() -> bool:
-    try:
-        elmstate.Buffer(2)  # type: ignore[call-arg,unused-ignore]
-    except TypeError:
-        return False
-    return True
-
-
-def new_buffer(maxsize: int | None) -> elmstate.Buffer[int]:
-    """``Buffer()`` unbounded, as an older core (whose Buffer takes no argument) spells it."""
-    if maxsize is None:
-        return elmstate.Buffer()
-    return elmstate.Buffer(maxsize)  # type: ignore[call-arg,unused-ignore]
-
-
 def time_floor(n: int) -> float:
     msgs = workload.messages(n)
     gc.collect()
@@ -77,7 +62,7 @@ def time_put_one(n: int) -> float:
 
 
 def time_get(n: int, bounded: bool = False) -> float:
-    with new_buffer(n if bounded else None) as buf, buf.new_consumer() as consumer:
+    with workload.new_buffer(n if bounded else None) as buf, buf.new_consumer() as consumer:
         buf.put(None, *range(n))
         get = consumer.get
         gc.collect()
@@ -89,7 +74,7 @@ def time_get(n: int, bounded: bool = False) -> float:
 
 def time_run(n: int, bounded: bool = False) -> float:
     msgs = workload.messages(n)
-    with new_buffer(len(msgs) if bounded else None) as buf, buf.new_consumer() as consumer:
+    with workload.new_buffer(len(msgs) if bounded else None) as buf, buf.new_consumer() as consumer:
         buf.put(None, *msgs)
         gc.collect()
         began = time.perf_counter()
@@ -122,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.n < 1 or args.rounds < 1:
         parser.error("-n and --rounds must be at least 1")
-    table = rows(bounded_supported())
+    table = rows(workload.bounded_supported())
     per: dict[str, list[float]] = {name: [] for name, _ in table}
     ratio: dict[str, list[float]] = {name: [] for name, _ in table}
     floors: list[float] = []

@@ -64,7 +64,6 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 HERE = Path(__file__).resolve().parent
 
@@ -78,13 +77,6 @@ def settle() -> None:
     ``import elmstate``) does not move the figures."""
     gc.collect()
     gc.freeze()
-
-
-def new_buffer(maxsize: int | None) -> Any:
-    """``Buffer()`` unbounded, as an older core (whose Buffer takes no argument) spells it."""
-    import elmstate
-
-    return elmstate.Buffer() if maxsize is None else elmstate.Buffer(maxsize)  # type: ignore[call-arg,unused-ignore]
 
 
 def child(case: str, mode: str, n: int, core: str) -> None:
@@ -117,7 +109,7 @@ def child(case: str, mode: str, n: int, core: str) -> None:
         # (whose cost the floor shows): an empty put, the loop's after a tick
         # that produced nothing, and a get of a message already there.
         bound = len(msgs) if case == "get-bounded" else None  # full, never waiting
-        with new_buffer(bound) as buf, buf.new_consumer() as consumer:
+        with workload.new_buffer(bound) as buf, buf.new_consumer() as consumer:
             if case != "put-empty":
                 buf.put(None, *msgs)
             settle()
@@ -139,7 +131,7 @@ def child(case: str, mode: str, n: int, core: str) -> None:
             "run-bounded": workload.update,
         }[case]
         bound = len(msgs) if case == "run-bounded" else None
-        with new_buffer(bound) as buf, buf.new_consumer() as consumer:
+        with workload.new_buffer(bound) as buf, buf.new_consumer() as consumer:
             buf.put(None, *msgs)
             settle()
             if mode == "full":
@@ -183,17 +175,6 @@ CASES = [
     Case("run, None command, bounded Buffer, compiled", "run-bounded", "compiled"),
     Case("run, None command, bounded Buffer, pure", "run-bounded", "pure"),
 ]
-
-
-def bounded_supported() -> bool:
-    """Whether the installed elmstate has bounded buffers: an older one is measured without."""
-    import elmstate
-
-    try:
-        elmstate.Buffer(2)  # type: ignore[call-arg,unused-ignore]
-    except TypeError:
-        return False
-    return True
 
 
 def command(c: Case, mode: str, n: int) -> list[str]:
@@ -277,11 +258,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if shutil.which("valgrind") is None:
         parser.error("valgrind is not on the PATH (apt-get install valgrind)")
 
+    sys.path.insert(0, str(HERE))
+    import workload
+
+    bounded = workload.bounded_supported()
     cases = CASES[:1] + [
         c
         for c in CASES[1:]
         if (not args.only or any(t in c.name for t in args.only))
-        and (bounded_supported() or "bounded" not in c.case)
+        and (bounded or "bounded" not in c.case)
     ]
     for c in cases:  # natively first: checks each case works, writes the bytecode caches
         subprocess.run(command(c, "full", 1000), env=c.env(), check=True)

@@ -94,3 +94,23 @@ def hydrator(ctx: Any, key: str, value: bytes) -> tuple[Any, None]:
 
 def dehydrator(ctx: Any, key: str, model: Any) -> bytes:
     return pickle.dumps(model)
+
+
+def bounded_supported() -> bool:
+    """Whether the installed elmstate has ``Buffer(maxsize)``: an older one is measured without."""
+    import elmstate
+
+    try:
+        elmstate.Buffer(2)  # type: ignore[call-arg,unused-ignore]
+    except TypeError:
+        return False
+    return True
+
+
+def new_buffer(maxsize: int | None) -> Any:
+    """``Buffer()`` unbounded, as an older core (whose Buffer takes no argument) spells it."""
+    import elmstate
+
+    if maxsize is None:
+        return elmstate.Buffer()
+    return elmstate.Buffer(maxsize)  # type: ignore[call-arg,unused-ignore]

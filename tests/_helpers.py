@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -116,3 +118,33 @@ class ArmedCleaner:
         if self.armed:
             raise self.error
         return 0
+
+
+def run_example(path: Path, core: str, *args: str, cwd: Path | None = None) -> list[str]:
+    """Run an example script with ``core`` live; returns its output lines after the banner.
+
+    The banner (its first line) must name the core, and nothing may reach stderr."""
+    from conftest import PURE_ONLY  # tests/ is on sys.path when a test runs
+
+    if core == "compiled" and PURE_ONLY:
+        import pytest
+
+        pytest.skip("ELMSTATE_NO_EXTENSIONS is set")
+    env = dict(os.environ)
+    env.pop("ELMSTATE_NO_EXTENSIONS", None)
+    if core == "pure":
+        env["ELMSTATE_NO_EXTENSIONS"] = "1"
+    proc = subprocess.run(
+        [sys.executable, str(path), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stderr == ""
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("elmstate ")
+    assert lines[0].endswith(f", core: {core}")
+    return lines[1:]

@@ -13,15 +13,13 @@ failure. No timing is asserted: how many polls fit in the time varies.
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
-from conftest import PURE_ONLY
+from _helpers import run_example
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "poller.py"
 CORES = [pytest.param("compiled", marks=pytest.mark.compiled), "pure"]
@@ -29,25 +27,7 @@ CORES = [pytest.param("compiled", marks=pytest.mark.compiled), "pure"]
 
 def example(core: str, *args: str) -> list[str]:
     """Run the example with ``core`` live; returns its output lines after the banner."""
-    if core == "compiled" and PURE_ONLY:
-        pytest.skip("ELMSTATE_NO_EXTENSIONS is set")
-    env = dict(os.environ)
-    env.pop("ELMSTATE_NO_EXTENSIONS", None)
-    if core == "pure":
-        env["ELMSTATE_NO_EXTENSIONS"] = "1"
-    proc = subprocess.run(
-        [sys.executable, str(EXAMPLE), *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stderr == ""
-    lines = proc.stdout.splitlines()
-    assert lines[0].startswith("elmstate ")
-    assert lines[0].endswith(f", core: {core}")
-    return lines[1:]
+    return run_example(EXAMPLE, core, *args)
 
 
 def summary(lines: list[str], prefix: str) -> dict[str, int]:
