@@ -303,6 +303,60 @@ def test_every_line_is_on_disk_when_its_tick_ends(elm: ModuleType, tmp_path: Pat
 # ------------------------------------------------------------------------ divergence
 
 
+class FailingFile:
+    """The recorder's file, refusing its ``fail_at``-th write half-way (a disk full)."""
+
+    def __init__(self, inner: Any, fail_at: int) -> None:
+        self.inner = inner
+        self.writes = 0
+        self.fail_at = fail_at
+
+    def write(self, data: Any) -> int:
+        self.writes += 1
+        if self.writes == self.fail_at:
+            self.inner.write(bytes(data)[: len(data) // 2])
+            raise OSError(28, "No space left on device")
+        return int(self.inner.write(data))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+@pytest.mark.parametrize("mode", ["run", "supervise"])
+def test_a_committed_ticks_line_that_cannot_be_written_loses_no_message(
+    elm: ModuleType, tmp_path: Path, mode: str
+) -> None:
+    # The commit went through: the loop must not take the write error for a
+    # failed commit (supervise would restart from the model before the message,
+    # which is gone). The line is taken back, and the next get raises the error.
+    path = tmp_path / "t.jsonl"
+    buf = elm.Buffer()
+    consumer = buf.new_consumer()
+    buf.put(None, 1, 2, 3)
+    seen: list[int] = []
+    with elm.trace.Recorder(path) as rec:
+        rec._file = FailingFile(rec._file, fail_at=2)  # the init line goes out, tick 1's not
+        wrapped = rec.wrap(
+            lambda: (0, None),
+            lambda m: lambda model: (model + m, None),
+            seen.append,
+            buf,
+            consumer,
+        )
+        ctx = elm.Context(timeout=0.3)
+        run = elm.run if mode == "run" else elm.supervise
+        with pytest.raises(BaseException) as raised:
+            run(*wrapped, ctx=ctx)
+    if mode == "run":
+        assert isinstance(raised.value, OSError) and raised.value.errno == 28
+    else:  # the failing get is retried until ctx ends: no message is blamed
+        assert isinstance(raised.value, elm.DeadlineExceeded)
+    assert seen[-1] == 1  # message 1 applied once and kept
+    assert buf.diff(consumer) == 2  # committed: never delivered again
+    ticks = list(elm.trace.read(path))  # every line whole
+    assert [t.kind for t in ticks] == ["init"]
+
+
 def test_divergence_at_the_right_tick(elm: ModuleType, tmp_path: Path) -> None:
     outside = {"bonus": 0}  # state kept outside the model: update is not deterministic
 

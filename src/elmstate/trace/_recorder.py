@@ -61,6 +61,7 @@ class Recorder:
         "_file",
         "_lock",
         "_closed",
+        "_broken",
         "_wall0",
         "_perf0",
         "_seq",
@@ -84,6 +85,7 @@ class Recorder:
         self._file = open(self._path, "wb", buffering=0)  # closed by close()
         self._lock = threading.Lock()  # close() from another thread against a write
         self._closed = False
+        self._broken: BaseException | None = None  # a committed tick's line failed to write
         # Tick times are wall-clock seconds, read through the monotonic clock
         # (one clock call a tick, and no jumps within a trace).
         self._wall0 = time.time()
@@ -227,12 +229,35 @@ class Recorder:
         with self._lock:
             if self._closed:
                 raise ValueError(f"elmstate.trace: the Recorder for {self._path!r} is closed")
-            written = self._file.write(data) or 0
-            if written < len(data):  # a regular file takes it whole; else retry the rest
-                rest = memoryview(data)[written:]
-                while rest:
-                    rest = rest[self._file.write(rest) or 0 :]
+            if self._broken is not None:
+                raise self._broken  # a tick's line is missing: no line may follow the gap
+            where = self._file.tell()
+            try:
+                written = self._file.write(data) or 0
+                if written < len(data):  # a regular file takes it whole; else retry the rest
+                    rest = memoryview(data)[written:]
+                    while rest:
+                        rest = rest[self._file.write(rest) or 0 :]
+            except BaseException:
+                # Disk full, file too large: take back what went out, so that the
+                # file still ends with a whole line (best effort).
+                try:
+                    self._file.truncate(where)
+                    self._file.seek(where)
+                except OSError:
+                    pass
+                raise
             self._seq += 1
+
+    def _finish_committed(self, text: str) -> None:
+        """The tick committed: write its line, and never raise — the loop would take
+        a raise for a failed commit and deliver the message again (supervise would
+        apply it twice, or lose it). A write that fails is raised by the next get,
+        before it reads anything, and by every later write: the file has a gap."""
+        try:
+            self._finish(text)
+        except Exception as exc:
+            self._broken = exc
 
 
 class _Incomplete(Exception):
@@ -383,8 +408,10 @@ class _RecordedConsumer(Generic[Msg]):
         self.__wrapped__ = consumer
 
     def get(self, ctx: Context | None, /) -> Msg:
-        message = self._get(ctx)
         rec = self._rec
+        if rec._broken is not None:
+            raise rec._broken  # the last committed tick's line could not be written
+        message = self._get(ctx)
         if rec._phase == _TICK and _get_ident() != rec._thread:
             raise RuntimeError(
                 "elmstate.trace: two loops share one Recorder; it records one loop at a time"
@@ -397,9 +424,9 @@ class _RecordedConsumer(Generic[Msg]):
         if not rec._viewed:  # a marker's commit (batch), not a tick's
             rec._phase = _IDLE
             return self._commit()
-        text = rec._line()  # before the commit: a line that cannot be written fails the tick
+        text = rec._line()  # before the commit: a line that cannot be encoded fails the tick
         result = self._commit()
-        rec._finish(text)
+        rec._finish_committed(text)
         return result
 
     def rollback(self) -> object:
