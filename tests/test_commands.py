@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 from _recording import vid
 
@@ -351,3 +353,9 @@ def test_pages_an_error_from_the_iterable_propagates(elm):
 def test_pages_bad_arguments(elm, iterable, size, error, named):
     with pytest.raises(error, match=named):
         elm.pages(iterable, size)
+
+
+def test_pages_refuses_a_size_past_sys_maxsize(elm):
+    with pytest.raises(ValueError, match="size"):
+        elm.pages([1, 2], sys.maxsize + 1)
+    assert elm.pages([1, 2], sys.maxsize)(None) == ([1, 2], False)

@@ -605,3 +605,45 @@ def test_two_loops_at_once_are_refused(elm: ModuleType, tmp_path: Path) -> None:
         assert got == [1]  # a tick is under way on the reader's thread
         with pytest.raises(RuntimeError, match="two loops share one Recorder"):
             second.get(None)
+
+
+def test_a_model_equal_in_python_but_not_in_json_diverges(elm: ModuleType, tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    with elm.Buffer() as buf, buf.new_consumer() as consumer:
+        with elm.trace.Recorder(path) as rec:
+            wrapped = rec.wrap(
+                lambda: (0, None),
+                lambda m: lambda model: (True, None),
+                lambda m: None,
+                buf,
+                consumer,
+            )
+            elm.batch(*wrapped, lambda ctx: ([1], False), feed="inline")
+    with pytest.raises(elm.trace.Divergence) as raised:
+        elm.trace.replay(path, lambda: (0, None), lambda m: lambda model: (1, None))
+    assert raised.value.tick == 1 and raised.value.recorded is True and raised.value.rebuilt == 1
+
+
+@pytest.mark.parametrize(
+    "field", ['"model":NaN', '"time":Infinity', '"time":1e300', '"duration":-5']
+)
+def test_numbers_the_recorder_never_writes_are_refused(
+    elm: ModuleType, tmp_path: Path, field: str
+) -> None:
+    name = field.split(":")[0]
+    record = {
+        "seq": 0,
+        "kind": "init",
+        "time": 1.0,
+        "message": None,
+        "produced": [],
+        "model": 0,
+        "error": None,
+        "duration": 0.1,
+    }
+    text = json.dumps(record)
+    text = text.replace(f"{name}: {json.dumps(record[name.strip(chr(34))])}", field)
+    path = tmp_path / "t.jsonl"
+    path.write_text(text + "\n")
+    with pytest.raises(elm.trace.TraceFileError, match="line 1"):
+        list(elm.trace.read(path))

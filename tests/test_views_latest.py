@@ -4,6 +4,7 @@ see only models the loop produced, versions never go back; wait_for."""
 from __future__ import annotations
 
 import threading
+import time
 from types import ModuleType
 from typing import Any
 
@@ -181,3 +182,13 @@ def test_readers_in_four_threads_see_only_produced_models_under_a_million_ticks(
     assert bad == []
     assert latest.snapshot() == (n + 1, n)
     assert all(count > 0 for count in reads)  # every reader ended on the final model
+
+
+def test_wait_for_takes_a_timeout_longer_than_a_thread_can_wait(elm: ModuleType) -> None:
+    latest = elm.views.Latest()
+    latest(1)
+    waiter = InThread(lambda: latest.wait_for(lambda model: model == 2, timeout=1e12))
+    time.sleep(0.05)
+    latest(2)
+    waiter.join()
+    assert waiter.error is None and waiter.result is True

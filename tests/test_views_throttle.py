@@ -401,3 +401,8 @@ def test_a_timer_returning_no_handle_is_named(elm: ModuleType) -> None:
         view(2)
     fired[0]()  # the call it did schedule is void
     assert rec.calls == [1]
+
+
+def test_an_interval_no_timer_thread_could_wait_is_refused(elm: ModuleType) -> None:
+    with pytest.raises(ValueError, match="interval"):
+        elm.views.throttle(lambda model: None, threading.TIMEOUT_MAX * 2)

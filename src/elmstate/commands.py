@@ -3,6 +3,7 @@ messages), and ``pages``, a fetcher over an iterable."""
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Iterable, Iterator
 from itertools import islice
@@ -145,8 +146,8 @@ def pages(iterable: Iterable[A], size: int) -> Callable[[Any], tuple[list[A], bo
     """
     if isinstance(size, bool) or not isinstance(size, int):
         raise TypeError(f"size must be an int, got {type(size).__name__}")
-    if size < 1:
-        raise ValueError(f"size must be at least 1, got {size}")
+    if not 1 <= size <= sys.maxsize:  # islice takes no more
+        raise ValueError(f"size must be between 1 and sys.maxsize, got {size}")
     if isinstance(iterable, check.TEXT):
         raise TypeError(f"iterable must be an iterable of messages, got {type(iterable).__name__}")
     try:

@@ -244,6 +244,9 @@ def throttle(
     """
     check.callable_arg("view", view)
     seconds = check.seconds_arg("interval", interval)
+    if seconds > threading.TIMEOUT_MAX:  # a timer thread could not wait that long
+        limit = threading.TIMEOUT_MAX
+        raise ValueError(f"interval must be at most {limit:.0f} seconds, got {interval!r}")
     check.callable_arg("clock", clock)
     check.optional_callable_arg("timer", timer)
     return Throttled(view, seconds, clock, _thread_timer if timer is None else timer)
@@ -399,7 +402,7 @@ class Latest(Generic[Model]):
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         return False
-                    self._cond.wait(remaining)
+                    self._cond.wait(min(remaining, threading.TIMEOUT_MAX))
                 seen, model = self._version, self._model
             if predicate(model):  # type: ignore[arg-type]  # seen > 0: it is a model
                 return True

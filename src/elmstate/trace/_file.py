@@ -73,10 +73,15 @@ def _ticks(name: str) -> Iterator[Tick]:
             yield tick
 
 
+def _not_json(constant: str) -> Any:
+    """json.loads takes NaN and Infinity, which are not JSON (the recorder never writes them)."""
+    raise ValueError(f"{constant} is not JSON")
+
+
 def _parse(path: str, number: int, raw: bytes) -> Tick:
     cut = not raw.endswith(b"\n")
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, parse_constant=_not_json)
     except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError alike
         if cut:
             raise TraceFileError(
@@ -98,6 +103,8 @@ def _parse(path: str, number: int, raw: bytes) -> Tick:
         problem = f"kind must be one of {', '.join(KINDS)}, got {kind!r:.50}"
     elif any(isinstance(n, bool) or not isinstance(n, (int, float)) for n in numbers):
         problem = f"time and duration must be numbers, got {numbers!r:.100}"
+    elif not (abs(numbers[0]) < 1e11 and 0 <= numbers[1] < 1e11):
+        problem = f"time must be seconds since the epoch and duration >= 0, got {numbers!r:.100}"
     elif not isinstance(data["produced"], list):
         problem = f"produced must be a list, got {data['produced']!r:.50}"
     elif error is not None and not (

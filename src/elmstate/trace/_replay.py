@@ -98,7 +98,7 @@ def _replay(path: Any, init: Any, update: Any, codec: Any) -> Replayed:
                     if not callable(transform):
                         raise check.not_transform(transform)
                     model, _ = check.pair("transform", transform(model), "(model, command)")
-        if _normal(codec, model) != tick.model:
+        if not _same(_normal(codec, model), tick.model):
             raise Divergence(name, tick.seq, tick.line, _decode(codec, tick.model), model)
     if model is _NOTHING:
         raise TraceFileError(
@@ -109,6 +109,13 @@ def _replay(path: Any, init: Any, update: Any, codec: Any) -> Replayed:
 
 def _decode(codec: Any, value: Any) -> Any:
     return value if codec is None or value is None else codec.decode(value)
+
+
+def _same(rebuilt: Any, recorded: Any) -> bool:
+    """Equal as JSON: ``1`` is not ``1.0`` nor ``true`` (Python's == says they are)."""
+    if rebuilt is _NOTHING:
+        return False
+    return json.dumps(rebuilt, sort_keys=True) == json.dumps(recorded, sort_keys=True)
 
 
 def _normal(codec: Any, model: Any) -> Any:
