@@ -62,6 +62,7 @@ class Recorder:
         "_lock",
         "_closed",
         "_broken",
+        "_size",
         "_wall0",
         "_perf0",
         "_seq",
@@ -86,6 +87,7 @@ class Recorder:
         self._lock = threading.Lock()  # close() from another thread against a write
         self._closed = False
         self._broken: BaseException | None = None  # a committed tick's line failed to write
+        self._size = 0  # bytes written: where a line that fails is taken back to
         # Tick times are wall-clock seconds, read through the monotonic clock
         # (one clock call a tick, and no jumps within a trace).
         self._wall0 = time.time()
@@ -231,7 +233,7 @@ class Recorder:
                 raise ValueError(f"elmstate.trace: the Recorder for {self._path!r} is closed")
             if self._broken is not None:
                 raise self._broken  # a tick's line is missing: no line may follow the gap
-            where = self._file.tell()
+            where = self._size
             try:
                 written = self._file.write(data) or 0
                 if written < len(data):  # a regular file takes it whole; else retry the rest
@@ -247,6 +249,7 @@ class Recorder:
                 except OSError:
                     pass
                 raise
+            self._size = where + len(data)
             self._seq += 1
 
     def _finish_committed(self, text: str) -> None:
