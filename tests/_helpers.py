@@ -148,3 +148,15 @@ def run_example(path: Path, core: str, *args: str, cwd: Path | None = None) -> l
     assert lines[0].startswith("elmstate ")
     assert lines[0].endswith(f", core: {core}")
     return lines[1:]
+
+
+def load_example(path: Path, name: str, monkeypatch: Any) -> ModuleType:
+    """Import an example script as module ``name``, for the time of one test."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)  # dataclasses look it up there
+    spec.loader.exec_module(module)
+    return module

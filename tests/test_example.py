@@ -8,12 +8,11 @@ leg is skipped only when ``ELMSTATE_NO_EXTENSIONS`` is set for the test run.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+from _helpers import load_example as load_example_at
 from _helpers import run_example
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "counters.py"
@@ -97,12 +96,7 @@ def test_demo_runs_all_three_modes(core: str, tmp_path: Path) -> None:
 
 
 def load_example(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    spec = importlib.util.spec_from_file_location("counters_example", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, module)  # dataclasses look it up there
-    spec.loader.exec_module(module)
-    return module
+    return load_example_at(EXAMPLE, "counters_example", monkeypatch)
 
 
 def test_main_in_process(

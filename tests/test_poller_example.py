@@ -12,13 +12,12 @@ failure. No timing is asserted: how many polls fit in the time varies.
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+from _helpers import load_example as load_example_at
 from _helpers import run_example
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "poller.py"
@@ -97,12 +96,7 @@ def test_poller_drawing_every_tick(core: str) -> None:
 
 
 def load_example(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    spec = importlib.util.spec_from_file_location("poller_example", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, module)  # dataclasses look it up there
-    spec.loader.exec_module(module)
-    return module
+    return load_example_at(EXAMPLE, "poller_example", monkeypatch)
 
 
 @pytest.mark.parametrize(
