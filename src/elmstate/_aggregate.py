@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import TYPE_CHECKING, Any, Callable, cast
 
 from . import _validate as check
@@ -93,7 +93,13 @@ def aggregate(
     if value is not None:
         root, references = _hydrate(ctx, hydrator, key, value)
         if references is not None:
-            _Loader(ctx, store, hydrator).follow(key, root, references)
+            steps = _Loader(ctx, hydrator).follow(key, root, references)
+            try:
+                other = next(steps)
+                while True:
+                    other = steps.send(store.load(ctx, other))
+            except StopIteration:
+                pass
         if root is not None:
 
             def init() -> tuple[Model, Command[Msg]]:
@@ -101,9 +107,7 @@ def aggregate(
 
     # batch past its checks, made above
     model: Model = core._batch(init, update, view, producer, consumer, fetcher, ctx, replay, feed)
-    value = dehydrator(ctx, key, model)
-    if type(value) is not bytes:
-        value = check.bytes_value(value, "dehydrator must return bytes")
+    value = _dehydrate(dehydrator, ctx, key, model)
     if versioned is None:
         store.store(ctx, key, value)
     else:
@@ -153,23 +157,39 @@ def _hydrate(
     if type(reply) is tuple and len(reply) == 2:
         model, references = reply
     else:
+        if check.awaitable(reply):
+            raise check.refused_awaitable("hydrator", reply)
         model, references = check.pair("hydrator", reply, "(model, read_only_models)")
     if references is None:
         return model, None
     return model, _iterable("read_only_models", references)
 
 
+def _dehydrate(dehydrator: Dehydrator[Any], ctx: Context, key: str, model: Any) -> bytes:
+    """The bytes to store for ``model``."""
+    value = dehydrator(ctx, key, model)
+    if type(value) is not bytes:
+        if check.awaitable(value):
+            raise check.refused_awaitable("dehydrator", value)
+        value = check.bytes_value(value, "dehydrator must return bytes")
+    return value  # type: ignore[no-any-return]
+
+
 class _Loader:
     """Follows the read-only models a root model asks for, transitively, loading
-    each key once. They are loaded with plain ``load``: only the root is saved."""
+    each key once. They are loaded with plain ``load``: only the root is saved.
 
-    def __init__(self, ctx: Context, store: Store, hydrator: Hydrator[Any]) -> None:
+    ``follow`` is a generator that yields each key to load and is sent back its
+    value (bytes or None), so that a synchronous and an asynchronous store
+    (elmstate.aio) share it.
+    """
+
+    def __init__(self, ctx: Context, hydrator: Hydrator[Any]) -> None:
         self.ctx = ctx
-        self.store = store
         self.hydrator = hydrator
         self.loaded: dict[str, Any] = {}
 
-    def follow(self, key: str, root: Any, references: Iterator[Any]) -> None:
+    def follow(self, key: str, root: Any, references: Iterator[Any]) -> Generator[str, Any, None]:
         """Depth first, as recursion would, but on a stack of our own: chains of
         references may run thousands of keys deep."""
         self.loaded[key] = root  # a cycle back to the root terminates
@@ -182,34 +202,43 @@ class _Loader:
             if reference is _DONE:
                 stack.pop()
                 if receive is not None:
-                    receive(model)
+                    _receive(receive, model)
                 continue
             if reference is None:
                 continue
             check.callable_arg("read_only_models entries", reference)
-            other_key, receive = check.pair("a read_only_models entry", reference(), "(key, load)")
+            pair = reference()
+            if not (type(pair) is tuple and len(pair) == 2) and check.awaitable(pair):
+                raise check.refused_awaitable("a read_only_models entry", pair)
+            other_key, receive = check.pair("a read_only_models entry", pair, "(key, load)")
             if receive is None:
                 continue
             check.key_arg("a read_only_models key", other_key)
             check.callable_arg("a read_only_models load", receive)
             if other_key in self.loaded:
-                receive(self.loaded[other_key])
+                _receive(receive, self.loaded[other_key])
                 continue
-            model, more = self._load(other_key)
+            value = yield other_key
+            model, more = self._hydrated(other_key, value)
             if more is None:
-                receive(model)
+                _receive(receive, model)
             else:
                 stack.append((more, receive, model))
 
-    def _load(self, key: str) -> tuple[Any, Iterator[Any] | None]:
-        """Load and hydrate one read-only key."""
-        value = self.store.load(self.ctx, key)
+    def _hydrated(self, key: str, value: Any) -> tuple[Any, Iterator[Any] | None]:
+        """A read-only key's model, from its loaded value."""
         if value is None:
             self.loaded[key] = None
             return None, None
         model, references = _hydrate(self.ctx, self.hydrator, key, value)
         self.loaded[key] = model  # before the references: a cycle back here terminates
         return model, references
+
+
+def _receive(receive: Load, model: Any) -> None:
+    result = receive(model)
+    if result is not None and check.awaitable(result):
+        raise check.refused_awaitable("a read_only_models load", result)
 
 
 _DONE = object()  # the end of a frame's references

@@ -83,7 +83,9 @@ cdef class Buffer:
     cdef int64_t _room_at  # wait mode: a reader this far past the start makes room at once
     cdef bint _drop_oldest  # overflow="drop_oldest"
     cdef Py_ssize_t _room_waiters  # puts waiting for room
+    cdef list _watchers  # elmstate.aio's waiting gets: called by the next put or close
     cdef object __weakref__
+    cdef int _notify(self) except -1
     cdef inline int _put(self, Context ctx, PyObject** values, Py_ssize_t n) except -1
     cdef inline int _put_seq(self, Context ctx, object values) except -1
     cdef inline int _append(self, PyObject** values, Py_ssize_t n) except -1
@@ -135,7 +137,8 @@ cdef class BufferConsumer:
     cdef uint64_t _thread  # bounded buffers: the thread (_thread_number) of the last get, or 0
     cdef object __weakref__
     cdef inline object _get(self, Context ctx)
-    cdef object _wait(self, Context ctx)
+    cdef inline object _poll(self, Context ctx)
+    cdef object _wait(self, Context ctx, bint block=*, object watcher=*)
     cdef inline int _commit(self) except -1
     cdef int _check_uncommitted(self, str what) except -1
 
@@ -154,6 +157,8 @@ cdef class _Program:
     cdef public object model
     cdef int start(self, Context ctx) except -1
     cdef inline int _step(self, Context ctx, object message) except -1
+    cdef inline object _aio_apply(self, object message)
+    cdef object _aio_entries(self, Context ctx, object command)
     cdef inline int _dispatch(self, Context ctx, object command) except -1
     cdef inline int _put_nothing(self, Context ctx) except -1
     cdef int _put(self, Context ctx, list messages) except -1

@@ -66,6 +66,10 @@ cdef int64_t _SHRINK_ABOVE = 1024  # rings this small are never shrunk
 cdef int64_t _NO_FLOOR = 0x7FFFFFFFFFFFFFFF  # past any index
 cdef double _GRACE = 0.001  # how long a due pass waits for a put or commit to run it
 cdef object _ATTACH = object()  # BufferConsumer.__new__'s pass: only new_consumer has it
+cdef object _NOTHING = object()  # elmstate.aio: a get without waiting found nothing to read
+_EMPTY = _NOTHING
+cdef object _YIELDING = object()  # elmstate.aio: a drain's time is up
+_YIELD = _YIELDING
 # Threads in a loop's first tick, which has read nothing yet: their puts never wait.
 cdef object _first_tick = threading.local()
 
@@ -75,6 +79,36 @@ cdef extern from "Python.h":
     # have. A thread's ident is reused once it ends (so a reader's ident, recorded
     # by a consumer, would exempt a later producer thread from waiting).
     uint64_t PyThreadState_GetID(PyThreadState* tstate)
+
+
+cdef extern from *:
+    """
+    #if defined(_WIN32)
+    #include <windows.h>
+    static double __pyx_elm_now(void) {
+        LARGE_INTEGER f, c;
+        QueryPerformanceFrequency(&f);
+        QueryPerformanceCounter(&c);
+        return (double)c.QuadPart / (double)f.QuadPart;
+    }
+    #else
+    #include <time.h>
+    static double __pyx_elm_now(void) {
+        struct timespec t;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+    }
+    #endif
+    static int __pyx_elm_awaitable(PyObject* o) {
+        PyAsyncMethods* am = Py_TYPE(o)->tp_as_async;
+        return am != NULL && am->am_await != NULL;
+    }
+    """
+    # Seconds on a monotonic clock, with no Python call: elmstate.aio's drain
+    # reads it every tick (time.monotonic would cost a call each).
+    double _now "__pyx_elm_now"() noexcept nogil
+    # Whether ``await o`` works: what _validate.awaitable reads from the type's dict.
+    bint _awaitable "__pyx_elm_awaitable"(object o) noexcept
 
 
 cdef inline uint64_t _thread_number() noexcept:
@@ -521,9 +555,19 @@ A thread-safe, one-to-many FIFO with per-consumer offsets, unbounded unless
             self._wake()
         return 0
 
+    cdef int _notify(self) except -1:
+        """Lock held: wake every waiting get and put, and elmstate.aio's waiting gets."""
+        self._cond.notify_all()
+        if self._watchers:
+            watchers = self._watchers
+            self._watchers = None
+            for fn in watchers:
+                fn()  # an elmstate.aio waker: hands the wake-up to its event loop
+        return 0
+
     cdef int _wake(self) except -1:
         with self._cond:
-            self._cond.notify_all()
+            self._notify()
             # Every get waiting now is woken: later puts need not notify again
             # (each costs a Python-level call) until a get waits anew. A waiter
             # registered before this epoch does not count itself out again.
@@ -654,7 +698,7 @@ A thread-safe, one-to-many FIFO with per-consumer offsets, unbounded unless
         if not self._closed:
             self._closed = True
             self._close_cause = cause
-            self._cond.notify_all()
+            self._notify()
         return 0
 
     cdef object _closed_error(self):
@@ -820,7 +864,7 @@ A thread-safe, one-to-many FIFO with per-consumer offsets, unbounded unless
                         self._resize(cap)  # give back what a burst took, keeping room to grow
                     if self._waiters or self._room_waiters:
                         # A lagging consumer must wake up to learn it; a put, to use the room.
-                        self._cond.notify_all()
+                        self._notify()
                     return 0
                 for i in range(k):  # no Python runs: the references move to held
                     held[i] = self._ring[(self._start + i) & self._mask]
@@ -913,7 +957,7 @@ cdef class BufferConsumer:
                 return
             self._closed = True
             buffer._prune()
-            buffer._cond.notify_all()
+            buffer._notify()
         buffer._maybe_clean()
 
     def __enter__(self):
@@ -946,8 +990,42 @@ cdef class BufferConsumer:
             return <object>buffer._ring[index & buffer._mask]
         return self._wait(ctx)
 
-    cdef object _wait(self, Context ctx):
-        """The slow path of get: errors, or waiting for a put."""
+    cdef inline object _poll(self, Context ctx):
+        """get without waiting: ``_EMPTY`` when there is nothing to read (elmstate.aio)."""
+        cdef Buffer buffer = self._buffer
+        cdef int64_t index = self._read
+        if buffer._maxsize >= 0:
+            self._thread = _thread_number()
+        if (
+            not self._closed
+            and not buffer._closed
+            and (ctx is None or not ctx._done)
+            and buffer._start <= index < buffer._end
+        ):
+            self._read = index + 1
+            return <object>buffer._ring[index & buffer._mask]
+        return self._wait(ctx, False)
+
+    def _aio_get(self, ctx, watcher):
+        """elmstate.aio's get: the next message, or ``_EMPTY`` after registering
+        ``watcher`` (when not None) to be called, once, by the next put or close.
+        The check and the registration are one step under the lock: no put slips
+        between them unseen."""
+        if watcher is None:
+            return self._poll(_optional_context("ctx", ctx))
+        return self._wait(_optional_context("ctx", ctx), False, watcher)
+
+    def _aio_unwatch(self, watcher):
+        """Withdraw a watcher that no put has called (a cancelled get)."""
+        buffer = self._buffer
+        with buffer._lock:
+            if buffer._watchers is not None and watcher in buffer._watchers:
+                buffer._watchers.remove(watcher)
+                buffer._waiters -= 1
+
+    cdef object _wait(self, Context ctx, bint block=True, object watcher=None):
+        """The slow path of get: errors, or waiting for a put; unless ``block``,
+        ``_EMPTY`` instead of waiting, with ``watcher`` registered when given."""
         cdef Buffer buffer = self._buffer
         cdef int64_t index
         cdef Py_ssize_t token = 0, epoch
@@ -972,6 +1050,14 @@ cdef class BufferConsumer:
                     if index < buffer._end:
                         self._read = index + 1
                         return <object>buffer._ring[index & buffer._mask]
+                    if not block:
+                        if watcher is not None:
+                            if buffer._watchers is None:
+                                buffer._watchers = [watcher]
+                            else:
+                                buffer._watchers.append(watcher)
+                            buffer._waiters += 1  # a put calls _wake, which calls it
+                        return _NOTHING
                     if ctx is not None and token == 0:
                         token = ctx._on_done(_Waker(buffer._cond))
                         continue  # 0 means ctx ended meanwhile: the check above raises
@@ -1093,6 +1179,145 @@ cdef class _Program:
             return self.buffer._put_seq(ctx, messages)
         self.put(ctx, *messages)
         return 0
+
+    # elmstate.aio: the same tick, its awaits left to the caller (aio/_loop.py).
+    # A callback that must be synchronous and returns an awaitable is refused.
+
+    def _aio_start(self, Context ctx, BufferConsumer direct):
+        """The first tick but its put: init, view and init's entries (see _aio_entries)."""
+        if direct is not None:  # read on this thread: its puts never wait for room
+            direct._thread = _thread_number()
+        result = self.init()
+        if not (type(result) is tuple and PyTuple_GET_SIZE(result) == 2) and _awaitable(result):
+            raise check.refused_awaitable("init", result)
+        self.model, command = check.pair("init", result, "(model, command)")
+        result = _call1(self.view, self.model)
+        if result is not None and _awaitable(result):
+            raise check.refused_awaitable("view", result)
+        return self._aio_entries(ctx, command)
+
+    def _aio_tick(self, Context ctx, message):
+        """A later tick, for a message the caller read, but its put and commit."""
+        return self._aio_entries(ctx, self._aio_apply(message))
+
+    def _aio_put(self, Context ctx, list messages):
+        """The put of a tick whose entries were awaited (the producer is a Buffer)."""
+        if messages:
+            self._put(ctx, messages)
+        else:
+            self._put_nothing(ctx)
+
+    def _aio_drain(self, BufferConsumer direct, Context ctx, double seconds):
+        """Whole ticks, read from ``direct`` and put into the Buffer producer, for
+        up to ``seconds``. Returns ``_EMPTY`` when there is nothing to read,
+        ``_YIELD`` when the time is up, or, with the message read and not
+        committed, a batch marker or the ``_Awaiting`` of a tick's entries."""
+        cdef double until = _now() + seconds
+        cdef object command, out
+        if self.buffer is None:
+            raise RuntimeError("_aio_drain needs a Buffer producer")
+        while True:
+            if ctx._done:
+                raise ctx._error()
+            message = direct._poll(ctx)
+            if message is _NOTHING or type(message) is _End:
+                return message
+            command = self._aio_apply(message)
+            if self.replay is None and (
+                command is None
+                or (type(command) is tuple and PyTuple_GET_SIZE(command) == 0)
+                or (type(command) is list and PyList_GET_SIZE(command) == 0)
+            ):
+                self.buffer._put(ctx, NULL, 0)
+            else:
+                out = self._aio_entries(ctx, command)
+                if out is None:
+                    self.buffer._put(ctx, NULL, 0)
+                elif type(out) is list:
+                    self.buffer._put_seq(ctx, out)
+                else:
+                    return out
+            direct._commit()
+            if _now() >= until:
+                return _YIELDING
+
+    cdef inline object _aio_apply(self, object message):
+        """update, the transform and view for one message (None: view only); returns
+        the command."""
+        cdef object command = None
+        cdef object result
+        if message is not None:
+            transform = _call1(self.update, message)
+            if transform is not None:
+                if not callable(transform):
+                    if _awaitable(transform):
+                        raise check.refused_awaitable("update", transform)
+                    raise check.not_transform(transform)
+                result = _call1(transform, self.model)
+                if type(result) is tuple and PyTuple_GET_SIZE(result) == 2:
+                    self.model = (<tuple>result)[0]
+                    command = (<tuple>result)[1]
+                else:
+                    if _awaitable(result):
+                        raise check.refused_awaitable("a transform", result)
+                    self.model, command = check.pair("transform", result, "(model, command)")
+        result = _call1(self.view, self.model)
+        if result is not None and _awaitable(result):
+            raise check.refused_awaitable("view", result)
+        return command
+
+    cdef object _aio_entries(self, Context ctx, object command):
+        """The command's entries, called in order. Returns None when none returned
+        a message, the list of messages, or, when one returned an awaitable, an
+        ``_Awaiting`` of everything they returned (in entry order, Nones left out)."""
+        cdef list results = None
+        cdef bint waits = False
+        if self.replay is not None:
+            skip = self.replay()
+            if skip is not True and skip is not False and _awaitable(skip):
+                raise check.refused_awaitable("replay", skip)
+            if skip:
+                return None
+        if command is None:
+            return None
+        if type(command) is tuple or type(command) is list:
+            entries = command
+        elif isinstance(command, check.TEXT):
+            raise check.not_iterable(command)
+        else:
+            try:
+                entries = iter(command)
+            except TypeError:
+                raise check.not_iterable(command) from None
+        try:
+            for entry in entries:
+                if entry is not None:
+                    if not callable(entry):
+                        raise check.not_callable_entry(entry)
+                    message = entry()
+                    if message is not None:
+                        if _awaitable(message):
+                            waits = True
+                        if results is None:
+                            results = [message]
+                        else:
+                            results.append(message)
+        except BaseException:
+            if waits:  # returned, never to be awaited: closed
+                check.close_awaitables(results)
+            raise
+        if waits:
+            return _Awaiting(results)
+        return results
+
+
+cdef class _Awaiting:
+    """A tick's entry results, some of them awaitables (elmstate.aio awaits them)."""
+
+    cdef readonly list results
+
+    def __init__(self, list results):
+        self.results = results
 
 
 cdef int _check_run_args(init, update, view, producer, consumer, replay) except -1:

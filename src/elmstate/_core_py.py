@@ -393,6 +393,8 @@ class Buffer(Generic[T]):
         self._close_cause: BaseException | None = None
         self._waiters = 0  # gets waiting, and not yet woken by a put
         self._wake_epoch = 0  # bumped by each put's wake-up
+        # elmstate.aio's waiting gets: called by the next put or close
+        self._watchers: list[Callable[[], object]] | None = None
         self._cleaner: Callable[[int, Sequence[int]], int] = default_cleaner
         self._cooldown = 0.01
         self._last_clean = 0.0
@@ -534,9 +536,18 @@ class Buffer(Generic[T]):
                 self._wake()
         del dropped
 
+    def _notify(self) -> None:
+        """Lock held: wake every waiting get and put, and elmstate.aio's waiting gets."""
+        self._cond.notify_all()
+        if self._watchers:
+            watchers = self._watchers
+            self._watchers = None
+            for fn in watchers:
+                fn()  # an elmstate.aio waker: hands the wake-up to its event loop
+
     def _wake(self) -> None:
         """Lock held: wake the waiting gets after a put."""
-        self._cond.notify_all()
+        self._notify()
         # Every get waiting now is woken: later puts need not notify again until
         # a get waits anew. A waiter registered before this epoch does not count
         # itself out again.
@@ -588,7 +599,7 @@ class Buffer(Generic[T]):
             self._closed = True
             self._get_slow = True
             self._close_cause = cause
-            self._cond.notify_all()
+            self._notify()
 
     def _closed_error(self) -> Closed:
         if self._close_cause is None:
@@ -731,11 +742,13 @@ class Buffer(Generic[T]):
             items[low:high] = [None] * n
         if self._waiters or self._room_waiters:
             # A lagging consumer must wake up to learn it; a put, to use the room.
-            self._cond.notify_all()
+            self._notify()
         return dropped
 
 
 _NO_FLOOR = 1 << 63  # past any index
+_EMPTY = object()  # elmstate.aio: a get without waiting found nothing to read
+_YIELD = object()  # elmstate.aio: a drain's time is up
 _GRACE = 0.001  # how long a due pass waits for a put or commit to run it
 
 
@@ -848,8 +861,49 @@ class BufferConsumer(Generic[T]):
                     return message
         return self._wait(ctx)
 
-    def _wait(self, ctx: Context | None) -> T:
-        """The slow path of get: errors, or waiting for a put."""
+    def _poll(self, ctx: Context | None) -> Any:
+        """get without waiting: ``_EMPTY`` when there is nothing to read (elmstate.aio)."""
+        buffer = self._buffer
+        read = self._read
+        items, base = buffer._span
+        index = read - base
+        if (
+            0 <= index < len(items)
+            and not self._closed
+            and not buffer._get_slow
+            and (ctx is None or not ctx._done)
+        ):
+            message = items[index]
+            if read >= buffer._start:  # not dropped while we looked: the slot was real
+                self._read = read + 1
+                return message
+        return self._wait(ctx, False)
+
+    def _aio_get(self, ctx: Any, watcher: Callable[[], object] | None) -> Any:
+        """elmstate.aio's get: the next message, or ``_EMPTY`` after registering
+        ``watcher`` (when not None) to be called, once, by the next put or close.
+        The check and the registration are one step under the lock: no put slips
+        between them unseen."""
+        if watcher is None:
+            return self._poll(_optional_context("ctx", ctx))
+        return self._wait(_optional_context("ctx", ctx), False, watcher)
+
+    def _aio_unwatch(self, watcher: Callable[[], object]) -> None:
+        """Withdraw a watcher that no put has called (a cancelled get)."""
+        buffer = self._buffer
+        with buffer._lock:
+            if buffer._watchers is not None and watcher in buffer._watchers:
+                buffer._watchers.remove(watcher)
+                buffer._waiters -= 1
+
+    def _wait(
+        self,
+        ctx: Context | None,
+        block: bool = True,
+        watcher: Callable[[], object] | None = None,
+    ) -> Any:
+        """The slow path of get: errors, or waiting for a put; unless ``block``,
+        ``_EMPTY`` instead of waiting, with ``watcher`` registered when given."""
         buffer = self._buffer
         token = 0
         if buffer._maxsize >= 0:  # a put on this thread must never wait for this reader
@@ -876,6 +930,14 @@ class BufferConsumer(Generic[T]):
                     if read - base < len(items):
                         self._read = read + 1
                         return cast("T", items[read - base])
+                    if not block:
+                        if watcher is not None:
+                            if buffer._watchers is None:
+                                buffer._watchers = [watcher]
+                            else:
+                                buffer._watchers.append(watcher)
+                            buffer._waiters += 1  # a put calls _wake, which calls it
+                        return _EMPTY
                     if ctx is not None and token == 0:
                         token = ctx._on_done(_Waker(buffer._cond))
                         continue  # 0 means ctx ended meanwhile: the check above raises
@@ -914,7 +976,7 @@ class BufferConsumer(Generic[T]):
                 return
             self._closed = True
             buffer._consumers.discard(self)
-            buffer._cond.notify_all()
+            buffer._notify()
         buffer._maybe_clean()
 
     def __enter__(self) -> BufferConsumer[T]:
@@ -994,6 +1056,140 @@ class _Program:
                 if message is not None:
                     messages.append(message)
         self.put(ctx, *messages)
+
+    # elmstate.aio: the same tick, its awaits left to the caller (aio/_loop.py).
+    # A callback that must be synchronous and returns an awaitable is refused.
+
+    def _aio_start(self, ctx: Context, direct: BufferConsumer | None) -> Any:
+        """The first tick but its put: init, view and init's entries (see _aio_entries)."""
+        if direct is not None:  # read on this thread: its puts never wait for room
+            direct._thread = _this_thread.number
+        result = self.init()
+        if not (type(result) is tuple and len(result) == 2) and check.awaitable(result):
+            raise check.refused_awaitable("init", result)
+        self.model, command = check.pair("init", result, "(model, command)")
+        result = self.view(self.model)
+        if result is not None and check.awaitable(result):
+            raise check.refused_awaitable("view", result)
+        return self._aio_entries(ctx, command)
+
+    def _aio_tick(self, ctx: Context, message: Any) -> Any:
+        """A later tick, for a message the caller read, but its put and commit."""
+        return self._aio_entries(ctx, self._aio_apply(message))
+
+    def _aio_put(self, ctx: Context, messages: list[Any]) -> None:
+        """The put of a tick whose entries were awaited (the producer is a Buffer)."""
+        self.put(ctx, *messages)
+
+    def _aio_drain(self, direct: BufferConsumer, ctx: Context, seconds: float) -> Any:
+        """Whole ticks, read from ``direct`` and put into the Buffer producer, for
+        up to ``seconds``. Returns ``_EMPTY`` when there is nothing to read,
+        ``_YIELD`` when the time is up, or, with the message read and not
+        committed, a batch marker or the ``_Awaiting`` of a tick's entries."""
+        clock = time.monotonic
+        until = clock() + seconds
+        if self.buffer is None:
+            raise RuntimeError("_aio_drain needs a Buffer producer")
+        put, poll, commit, apply = self.put, direct._poll, direct.commit, self._aio_apply
+        while True:
+            if ctx._done:
+                raise ctx._error()
+            message = poll(ctx)
+            if message is _EMPTY or type(message) is _End:
+                return message
+            command = apply(message)
+            if self.replay is None and (
+                command is None or (type(command) in (tuple, list) and not command)
+            ):
+                put(ctx)
+            else:
+                out = self._aio_entries(ctx, command)
+                if out is None:
+                    put(ctx)
+                elif type(out) is list:
+                    put(ctx, *out)
+                else:
+                    return out
+            commit()
+            if clock() >= until:
+                return _YIELD
+
+    def _aio_apply(self, message: Any) -> Any:
+        """update, the transform and view for one message (None: view only); returns
+        the command."""
+        command = None
+        if message is not None:
+            transform = self.update(message)
+            if transform is not None:
+                if not callable(transform):
+                    if check.awaitable(transform):
+                        raise check.refused_awaitable("update", transform)
+                    raise check.not_transform(transform)
+                result = transform(self.model)
+                if type(result) is tuple and len(result) == 2:
+                    self.model, command = result
+                else:
+                    if check.awaitable(result):
+                        raise check.refused_awaitable("a transform", result)
+                    self.model, command = check.pair("transform", result, "(model, command)")
+        result = self.view(self.model)
+        if result is not None and check.awaitable(result):
+            raise check.refused_awaitable("view", result)
+        return command
+
+    def _aio_entries(self, ctx: Context, command: Command) -> Any:
+        """The command's entries, called in order. Returns None when none returned
+        a message, the list of messages, or, when one returned an awaitable, an
+        ``_Awaiting`` of everything they returned (in entry order, Nones left out)."""
+        results: list[Any] | None = None
+        waits = False
+        if self.replay is not None:
+            skip = self.replay()
+            if skip is not True and skip is not False and check.awaitable(skip):
+                raise check.refused_awaitable("replay", skip)
+            if skip:
+                return None
+        if command is None:
+            return None
+        entries: Iterable[Callable[[], Any] | None]
+        if type(command) is tuple or type(command) is list:
+            entries = command
+        elif isinstance(command, check.TEXT):
+            raise check.not_iterable(command)
+        else:
+            try:
+                entries = iter(command)
+            except TypeError:
+                raise check.not_iterable(command) from None
+        try:
+            for entry in entries:
+                if entry is not None:
+                    if not callable(entry):
+                        raise check.not_callable_entry(entry)
+                    message = entry()
+                    if message is not None:
+                        if check.awaitable(message):
+                            waits = True
+                        if results is None:
+                            results = [message]
+                        else:
+                            results.append(message)
+        except BaseException:
+            if waits:  # returned, never to be awaited: closed
+                check.close_awaitables(results)
+            raise
+        if waits:
+            return _Awaiting(cast("list[Any]", results))
+        return results
+
+
+class _Awaiting:
+    """A tick's entry results, some of them awaitables (elmstate.aio awaits them)."""
+
+    __slots__ = ("results",)
+
+    def __init__(self, results: list[Any]) -> None:
+        self.results = results
 
 
 def _check_run_args(

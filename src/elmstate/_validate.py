@@ -174,3 +174,35 @@ def buffer_bounds(maxsize: Any, overflow: Any) -> tuple[int, bool]:
     if not 1 <= maxsize <= 1 << 62:
         raise ValueError(f"maxsize must be between 1 and 2**62, got {maxsize!r:.40}")
     return int(maxsize), overflow == "drop_oldest"
+
+
+# elmstate.aio: callbacks that must stay synchronous (docs/asyncio.md#what-stays-synchronous).
+
+
+def awaitable(value: Any) -> bool:
+    """Whether ``await value`` would work: its type has ``__await__`` (a coroutine,
+    a future, a task). The compiled core reads the same from the type's slot."""
+    return getattr(type(value), "__await__", None) is not None
+
+
+def refused_awaitable(name: str, value: Any) -> TypeError:
+    """The error for a synchronous callback that returned an awaitable; the
+    awaitable is closed first, so it is never left un-awaited."""
+    close = getattr(value, "close", None)
+    if callable(close):
+        close()
+    else:
+        cancel = getattr(value, "cancel", None)
+        if callable(cancel):
+            cancel()
+    return TypeError(
+        f"{name} returned an awaitable ({type(value).__name__}); under elmstate.aio it must be "
+        "a plain function: only command entries and protocol methods may be async"
+    )
+
+
+def close_awaitables(values: Any) -> None:
+    """A tick failed before awaiting: close what its entries returned."""
+    for value in values:
+        if awaitable(value):
+            refused_awaitable("", value)

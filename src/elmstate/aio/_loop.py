@@ -1,0 +1,295 @@
+"""The tick loop on the event loop: the core's tick (``_Program._aio_*``), with
+its awaits here (docs/asyncio.md).
+
+When the consumer is a Buffer's (``elmstate.Buffer`` or ``aio.Buffer``) and the
+producer a Buffer, the core runs whole ticks by itself (``_aio_drain``) until
+the buffer is empty, a tick's command returned an awaitable, a batch marker
+comes, or a millisecond has passed; only then does this module await. Any
+other consumer or producer is called here, once per tick, and awaited when it
+returns an awaitable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, NoReturn
+
+from .. import _validate as check
+from .._backend import core
+from ._buffer import Buffer, BufferConsumer, next_message
+
+_EMPTY = core._EMPTY
+_YIELD = core._YIELD
+_End = core._End
+_awaitable = check.awaitable
+_clock = time.monotonic
+
+# Seconds of work between yields to the event loop: other tasks are never kept
+# waiting longer than this by a busy loop (docs/asyncio.md#fairness).
+SLICE = 0.001
+
+
+class Drained(Exception):
+    """The batch's input is exhausted and its queue drained."""
+
+
+def core_buffer(producer: Any) -> Any:
+    """The core Buffer behind ``producer``, or None: puts into it need no await."""
+    if type(producer) is core.Buffer:
+        return producer
+    if type(producer) is Buffer:
+        return producer._buffer
+    return None
+
+
+def core_consumer(consumer: Any) -> Any:
+    """The core BufferConsumer behind ``consumer``, or None."""
+    if type(consumer) is core.BufferConsumer:
+        return consumer
+    if type(consumer) is BufferConsumer:
+        return consumer._consumer
+    return None
+
+
+async def settle(results: list[Any]) -> list[Any]:
+    """Await a tick's awaitables concurrently; its messages in entry order.
+
+    The first awaitable to fail (in completion order) cancels the others, which
+    are awaited, and its exception is raised. Cancelling the caller cancels them all.
+    """
+    loop = asyncio.get_running_loop()
+    tasks: list[asyncio.Future[Any]] = []
+    try:
+        for i, result in enumerate(results):
+            if _awaitable(result):
+                task = asyncio.ensure_future(result)
+                results[i] = task
+                tasks.append(task)
+    except BaseException:
+        check.close_awaitables(results)
+        await _cancel(tasks)
+        raise
+    first: asyncio.Future[asyncio.Future[Any] | None] = loop.create_future()
+    left = len(tasks)
+
+    def finished(task: asyncio.Future[Any]) -> None:
+        nonlocal left
+        left -= 1
+        if first.done():
+            return
+        if task.cancelled() or task.exception() is not None:
+            first.set_result(task)
+        elif left == 0:
+            first.set_result(None)
+
+    for task in tasks:
+        task.add_done_callback(finished)
+    try:
+        failed = await first
+    except BaseException:  # this task was cancelled: so are the entries
+        await _cancel(tasks)
+        raise
+    if failed is not None:
+        await _cancel(tasks)
+        failed.result()  # raises its exception (CancelledError if it was cancelled)
+    messages = []
+    for result in results:
+        if type(result) is asyncio.Task or isinstance(result, asyncio.Future):
+            result = result.result()
+        if result is not None:
+            messages.append(result)
+    return messages
+
+
+async def _cancel(tasks: list[asyncio.Future[Any]]) -> None:
+    """Cancel ``tasks`` and wait until each has finished; their errors are retrieved."""
+    for task in tasks:
+        task.cancel()
+    pending = [task for task in tasks if not task.done()]
+    if pending:
+        await asyncio.wait(pending)
+    for task in tasks:
+        if not task.cancelled():
+            task.exception()  # retrieved: asyncio logs an error never retrieved
+
+
+async def _yield() -> None:
+    await asyncio.sleep(0)
+
+
+class Loop:
+    """One call's loop: the program, its consumer and producer, and its context."""
+
+    def __init__(
+        self,
+        init: Any,
+        update: Any,
+        view: Any,
+        producer: Any,
+        consumer: Any,
+        ctx: Any,
+        replay: Any,
+    ) -> None:
+        buffer = core_buffer(producer)
+        self.program = core._Program(init, update, view, producer if buffer is None else buffer, replay)
+        self.put = None if buffer is not None else producer.put  # None: the core puts
+        self.consumer = consumer
+        self.direct = core_consumer(consumer)
+        self.ctx = ctx
+        # a batch's markers (docs/contract.md#batch): None in run
+        self.end: Any = None
+        self.fetch: Any = None
+        self.fetcher: Any = None
+        self.drained = False
+
+    @property
+    def model(self) -> Any:
+        return self.program.model
+
+    async def run(self) -> NoReturn:
+        """Tick until an exception ends the loop (a batch: Drained)."""
+        ctx = self.ctx
+        if ctx.done:
+            raise ctx.err.with_traceback(None)
+        await self.finish(self.program._aio_start(ctx, self.direct))
+        ticking = False  # a failure rolls back only inside a tick
+        try:
+            if self.direct is not None and self.put is None:
+                drain = self.program._aio_drain
+                direct = self.direct
+                while True:
+                    ticking = True
+                    out = drain(direct, ctx, SLICE)
+                    if out is _YIELD:
+                        ticking = False
+                        await _yield()
+                        continue
+                    if out is _EMPTY:
+                        ticking = False
+                        message = await next_message(direct, ctx)
+                        ticking = True
+                        await self.tick(message)
+                    elif type(out) is _End:
+                        await self.tick(out)
+                    else:
+                        self.program._aio_put(ctx, await settle(out.results))
+                        direct.commit()
+                    ticking = False
+            yield_at = _clock() + SLICE
+            while True:
+                if ctx.done:
+                    raise ctx.err.with_traceback(None)
+                ticking = True
+                await self.tick(await self.get())
+                ticking = False
+                if _clock() >= yield_at:
+                    await _yield()
+                    yield_at = _clock() + SLICE
+        except Drained:
+            raise
+        except BaseException:
+            if ticking and not self.drained:
+                await self.rollback()
+            raise
+
+    async def tick(self, message: Any) -> None:
+        """A later tick, for a message read and not yet committed."""
+        if type(message) is _End:
+            message = await self.past_marker(message)
+        await self.finish(self.program._aio_tick(self.ctx, message))
+        await self.commit()
+
+    async def finish(self, out: Any) -> None:
+        """A tick's end past its entries: await them, then put their messages."""
+        if out is None:
+            messages = []
+        elif type(out) is list:
+            messages = out
+        else:
+            messages = await settle(out.results)
+        await self.emit(messages)
+
+    async def emit(self, messages: list[Any]) -> None:
+        if self.put is None:
+            self.program._aio_put(self.ctx, messages)
+        else:
+            done = self.put(self.ctx, *messages)
+            if done is not None and _awaitable(done):
+                await done
+
+    async def get(self) -> Any:
+        if self.direct is not None:
+            message = self.direct._aio_get(self.ctx, None)
+            if message is _EMPTY:
+                message = await next_message(self.direct, self.ctx)
+            return message
+        message = self.consumer.get(self.ctx)
+        if message is not None and _awaitable(message):
+            message = await message
+        return message
+
+    async def commit(self) -> None:
+        if self.direct is not None:
+            self.direct.commit()
+            return
+        done = self.consumer.commit()
+        if done is not None and _awaitable(done):
+            await done
+
+    async def rollback(self) -> None:
+        """Roll back, quietly: the tick's own error is the one to report."""
+        try:
+            done = self.consumer.rollback()
+            if done is not None and _awaitable(done):
+                await done
+        except Exception:
+            pass
+
+    async def past_marker(self, marker: Any) -> Any:
+        """A batch marker was read: commit it, then end the batch, fetch the next
+        page, or read on; returns the next message that is not a marker.
+
+        A marker of another batch (or any marker in run) is only committed.
+        """
+        after_end = False
+        while True:
+            try:
+                await self.commit()
+            except BaseException:
+                await self.rollback()
+                raise
+            if marker is self.end:
+                if after_end:
+                    self.drained = True
+                    raise Drained
+                await self.emit([marker])  # behind everything commands produced meanwhile
+                after_end = True
+            elif marker is self.fetch:
+                await self.feed()  # everything ahead of it was processed
+            marker = await self.get()
+            if type(marker) is not _End:
+                return marker
+
+    async def feed(self) -> None:
+        """feed="inline": fetch one page, put it, then the marker that says what next."""
+        ctx = self.ctx
+        if ctx.done:  # between pages too: a fetcher that keeps saying more=True
+            raise ctx.err.with_traceback(None)
+        messages, more = await fetch(self.fetcher, ctx)
+        await self.emit(list(messages))
+        await self.emit([self.fetch if more else self.end])
+
+
+async def fetch(fetcher: Any, ctx: Any) -> tuple[tuple[Any, ...], bool]:
+    """One page from ``fetcher``, sync or async, checked."""
+    reply = fetcher(ctx)
+    if _awaitable(reply):
+        reply = await reply
+    messages, more = check.pair("fetcher", reply, "(messages, more)")
+    return check.messages("fetcher", messages), more
+
+
+def own_context(outer: Any) -> Any:
+    """The loop's own context, a child of the caller's: a cancelled task ends it."""
+    return core.Context(outer)

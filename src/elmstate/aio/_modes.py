@@ -1,0 +1,277 @@
+"""``aio.run``, ``aio.batch`` and ``aio.aggregate``: §3–5's modes on the running
+event loop (docs/asyncio.md)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, NoReturn
+
+from .. import _aggregate
+from .. import _validate as check
+from .._backend import core
+from .._errors import Canceled
+from ..typing import (
+    Consumer,
+    Dehydrator,
+    Fetcher,
+    Hydrator,
+    Init,
+    Model,
+    Msg,
+    Producer,
+    Replay,
+    Store,
+    Update,
+    View,
+)
+from ._loop import Drained, Loop, fetch, own_context
+from ._sync import sync_args
+
+_awaitable = check.awaitable
+
+
+async def run(
+    init: Init[Model, Msg],
+    update: Update[Model, Msg],
+    view: View[Model],
+    producer: Producer[Msg],
+    consumer: Consumer[Msg],
+    *,
+    ctx: Any = None,
+    replay: Replay | None = None,
+) -> NoReturn:
+    """Run the program one tick at a time, on the running event loop, until an
+    exception (or ``ctx``, or cancelling the awaiting task) ends it."""
+    check.program_args(init, update, view, producer, consumer)
+    check.optional_callable_arg("replay", replay)
+    sync_args(init=init, update=update, view=view, replay=replay)
+    outer = core._context_arg(ctx)
+    inner = own_context(outer)
+    try:
+        await Loop(init, update, view, producer, consumer, inner, replay).run()
+    except Canceled as exc:
+        if ended_by_caller(outer, exc):
+            raise outer.err.with_traceback(None) from None
+        raise
+    finally:
+        inner.cancel()  # a cancelled task: what it started ends too
+
+
+async def batch(
+    init: Init[Model, Msg],
+    update: Update[Model, Msg],
+    view: View[Model],
+    producer: Producer[Msg],
+    consumer: Consumer[Msg],
+    fetcher: Fetcher[Msg],
+    *,
+    ctx: Any = None,
+    replay: Replay | None = None,
+    feed: str = "thread",
+) -> Model:
+    """Run until the input is exhausted and every caused message is processed;
+    returns the last model. ``feed="thread"`` fetches in a task on this event
+    loop (no thread is started); ``feed="inline"`` between ticks."""
+    check.program_args(init, update, view, producer, consumer)
+    check.optional_callable_arg("replay", replay)
+    check.callable_arg("fetcher", fetcher)
+    check.feed_arg(feed)
+    sync_args(init=init, update=update, view=view, replay=replay)
+    outer = core._context_arg(ctx)
+    inner = own_context(outer)
+    try:
+        return await _batch(
+            init, update, view, producer, consumer, fetcher, outer, inner, replay, feed
+        )
+    finally:
+        inner.cancel()
+
+
+async def _batch(
+    init: Any,
+    update: Any,
+    view: Any,
+    producer: Any,
+    consumer: Any,
+    fetcher: Any,
+    outer: Any,
+    inner: Any,
+    replay: Any,
+    feed: str,
+) -> Any:
+    """batch past its checks, in ``inner`` (the call's own context)."""
+    loop = Loop(init, update, view, producer, consumer, inner, replay)
+    loop.end = core._End()
+    if feed == "inline":
+        loop.fetch = core._End()
+        loop.fetcher = fetcher
+        try:
+            await loop.feed()  # the first page, before anything else
+            await loop.run()
+        except Drained:
+            return loop.model  # the model the last view saw
+        except Canceled as exc:
+            if ended_by_caller(outer, exc):
+                raise outer.err.with_traceback(None) from None
+            raise
+    failure: list[BaseException] = []
+    feeder = asyncio.ensure_future(_feed(inner, fetcher, producer, loop.end, failure))
+    try:
+        await loop.run()
+    except Drained:
+        return loop.model  # the model the last view saw
+    except BaseException as exc:
+        if not (inner.done and isinstance(exc, Canceled)):
+            raise  # the loop's own error wins
+        fed = failure[0] if failure else None
+        if fed is not None and not (outer.done and isinstance(fed, Canceled)):
+            raise fed from None  # the fetcher's or put's own error
+        if outer.done:  # the caller's error, even if the feeder saw the cancel first
+            raise outer.err.with_traceback(None) from None
+        raise
+    finally:
+        inner.cancel()
+        feeder.cancel()
+        await asyncio.wait([feeder])  # no task outlives the call
+        if not feeder.cancelled():
+            feeder.exception()
+
+
+async def _feed(
+    ctx: Any, fetcher: Any, producer: Any, end: Any, failure: list[BaseException]
+) -> None:
+    """The feeder task: pages from the fetcher into the producer, then the end marker."""
+    try:
+        while not ctx.done:
+            messages, more = await fetch(fetcher, ctx)
+            done = producer.put(ctx, *messages)
+            if done is not None and _awaitable(done):
+                await done
+            if not more:
+                done = producer.put(ctx, end)
+                if done is not None and _awaitable(done):
+                    await done
+                return
+            await asyncio.sleep(0)  # a fetcher that never suspends must not starve the loop
+    except asyncio.CancelledError:
+        raise
+    except BaseException as exc:
+        failure.append(exc)
+        ctx.cancel()
+
+
+def ended_by_caller(outer: Any, exc: BaseException) -> bool:
+    """Whether the loop's context ended because the caller's did: ``ctx.err`` is raised."""
+    return outer.done and isinstance(exc, Canceled)  # type: ignore[no-any-return]
+
+
+async def aggregate(
+    init: Init[Model, Msg],
+    update: Update[Model, Msg],
+    view: View[Model],
+    producer: Producer[Msg],
+    consumer: Consumer[Msg],
+    fetcher: Fetcher[Msg],
+    store: Store,
+    hydrator: Hydrator[Model],
+    dehydrator: Dehydrator[Model],
+    key: str,
+    *,
+    ctx: Any = None,
+    replay: Replay | None = None,
+    feed: str = "thread",
+) -> Model:
+    """Load the model at ``key``, run a batch on it, and store the result on
+    success; returns the stored model. Store methods may be sync or async."""
+    _aggregate._check_args(
+        init, update, view, producer, consumer, fetcher, store, hydrator, dehydrator, key
+    )
+    check.optional_callable_arg("replay", replay)
+    check.feed_arg(feed)
+    sync_args(
+        init=init,
+        update=update,
+        view=view,
+        replay=replay,
+        hydrator=hydrator,
+        dehydrator=dehydrator,
+    )
+    outer = core._context_arg(ctx)
+    inner = own_context(outer)
+    try:
+        return await _aggregate_in(
+            init,
+            update,
+            view,
+            producer,
+            consumer,
+            fetcher,
+            store,
+            hydrator,
+            dehydrator,
+            key,
+            outer,
+            inner,
+            replay,
+            feed,
+        )
+    except Canceled as exc:
+        if ended_by_caller(outer, exc):
+            raise outer.err.with_traceback(None) from None
+        raise
+    finally:
+        inner.cancel()
+
+
+async def _aggregate_in(
+    init: Any,
+    update: Any,
+    view: Any,
+    producer: Any,
+    consumer: Any,
+    fetcher: Any,
+    store: Any,
+    hydrator: Any,
+    dehydrator: Any,
+    key: str,
+    outer: Any,
+    ctx: Any,
+    replay: Any,
+    feed: str,
+) -> Any:
+    versioned = _aggregate._versioned(store)
+    version = 0
+    if versioned is None:
+        value = await _maybe(store.load(ctx, key))
+    else:
+        reply = await _maybe(versioned.load_versioned(ctx, key))
+        value, version = check.pair("store.load_versioned", reply, "(value, version)")
+    if value is not None:
+        root, references = _aggregate._hydrate(ctx, hydrator, key, value)
+        if references is not None:
+            steps = _aggregate._Loader(ctx, hydrator).follow(key, root, references)
+            try:
+                other = next(steps)
+                while True:
+                    other = steps.send(await _maybe(store.load(ctx, other)))
+            except StopIteration:
+                pass
+        if root is not None:
+
+            def init() -> tuple[Any, None]:
+                return root, None
+
+    model = await _batch(init, update, view, producer, consumer, fetcher, outer, ctx, replay, feed)
+    value = _aggregate._dehydrate(dehydrator, ctx, key, model)
+    if versioned is None:
+        await _maybe(store.store(ctx, key, value))
+    else:
+        await _maybe(versioned.store_versioned(ctx, key, value, version))
+    return model
+
+
+async def _maybe(value: Any) -> Any:
+    """``value``, awaited when it is an awaitable (a protocol method may be either)."""
+    if value is not None and _awaitable(value):
+        return await value
+    return value
