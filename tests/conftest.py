@@ -42,8 +42,14 @@ def _import_generation(pure: bool) -> ModuleType:
     try:
         package = importlib.import_module("elmstate")
         # elmstate.redis binds the generation's aggregate, the server stores its
-        # Conflict: elm.redis and elm.stores.postgres/redis are the generation's own.
-        for module in ("elmstate.redis", "elmstate.stores.postgres", "elmstate.stores.redis"):
+        # Conflict, elmstate.aio its core: elm.aio, elm.redis and
+        # elm.stores.postgres/redis are the generation's own.
+        for module in (
+            "elmstate.aio",
+            "elmstate.redis",
+            "elmstate.stores.postgres",
+            "elmstate.stores.redis",
+        ):
             try:
                 importlib.import_module(module)
             except ImportError:  # a client missing: the tests that need it skip
@@ -129,3 +135,19 @@ def watchdog(request: pytest.FixtureRequest) -> Iterator[None]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test marked ``sync_only`` runs in the synchronous mode only (tests/_modes.py):
+    its other modes are deselected, not skipped."""
+    keep, drop = [], []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        mode = callspec.params.get("mode") if callspec is not None else None
+        if mode not in (None, "sync") and item.get_closest_marker("sync_only"):
+            drop.append(item)
+        else:
+            keep.append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from _helpers import aggregate_once, subprocess_env
+from _modes import elm, mode  # noqa: F401 (run, batch and aggregate through elmstate.aio too)
 from _recording import vid
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from _helpers import SAFETY
+from _modes import elm, mode  # noqa: F401 (run, batch and aggregate through elmstate.aio too)
 from _recording import live_threads
 
 
@@ -148,34 +149,30 @@ def test_a_save_by_another_writer_meanwhile_is_a_conflict_and_nothing_is_stored(
 def test_two_concurrent_aggregates_of_one_key_cannot_both_succeed(
     elm: ModuleType, store: Any, feed: str
 ) -> None:
-    """Both load version 0 (the first waits in update until the second has
-    loaded); one saves, the other gets a Conflict: no update is lost."""
-    loaded = threading.Event()
+    """Both load version 0 (each waits in update until the other has loaded);
+    one saves, the other gets a Conflict: no update is lost."""
+    loaded = {"first": threading.Event(), "second": threading.Event()}
     outcomes: list[Any] = []
 
     class Signalling(Recorded):
         def load_versioned(self, ctx: Any, key: str) -> Any:
             reply = super().load_versioned(ctx, key)
-            if threading.current_thread().name == "second":
-                loaded.set()
+            loaded[threading.current_thread().name].set()
             return reply
 
     recorded = Signalling(store)
 
-    def first() -> None:
-        program = Counter(during=lambda: loaded.wait(SAFETY))
+    def aggregate(other: str, value: int) -> None:
+        program = Counter(during=lambda: loaded[other].wait(SAFETY))
         try:
-            outcomes.append(program.aggregate(elm, recorded, "k", 1, feed=feed))
+            outcomes.append(program.aggregate(elm, recorded, "k", value, feed=feed))
         except elm.Conflict as exc:
             outcomes.append(exc)
 
-    def second() -> None:
-        try:
-            outcomes.append(Counter().aggregate(elm, recorded, "k", 2, feed=feed))
-        except elm.Conflict as exc:
-            outcomes.append(exc)
-
-    threads = [threading.Thread(target=first), threading.Thread(target=second, name="second")]
+    threads = [
+        threading.Thread(target=aggregate, args=("second", 1), name="first"),
+        threading.Thread(target=aggregate, args=("first", 2), name="second"),
+    ]
     for t in threads:
         t.start()
     for t in threads:

@@ -10,6 +10,7 @@ import math
 import threading
 
 import pytest
+from _modes import elm, mode  # noqa: F401 (run, batch and aggregate through elmstate.aio too)
 from _recording import FakeQueue, Recorder, vid
 
 

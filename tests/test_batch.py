@@ -8,6 +8,7 @@ import time
 
 import pytest
 from _helpers import buffer_pair
+from _modes import elm, mode  # noqa: F401 (run, batch and aggregate through elmstate.aio too)
 from _recording import live_threads, vid
 
 
@@ -273,6 +274,7 @@ def test_loop_error_is_raised_and_feeder_stopped(elm):
     assert len(calls) == stopped_at  # the feeder does not go on after the call
 
 
+@pytest.mark.sync_only  # update blocks until the feeder fails: a thread, not a task
 def test_loop_error_wins_when_both_fail(elm):
     loop_error = ValueError("update failed")
     feeder_error = RuntimeError("fetch failed")

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from _helpers import SAFETY, buffer_pair
+from _modes import elm, mode  # noqa: F401 (run, batch and aggregate through elmstate.aio too)
 from _recording import live_threads
 
 
@@ -130,6 +131,7 @@ def test_empty_pages_with_more_are_fetched_again(elm: ModuleType) -> None:
     assert len(program.fetch_threads) == 4
 
 
+@pytest.mark.sync_only  # elmstate.aio hands it the call's own child context (test_aio.py)
 def test_the_fetcher_gets_the_callers_context(elm: ModuleType) -> None:
     ctx = elm.Context(timeout=SAFETY)
     program = Program(([1], True), ([2], False))

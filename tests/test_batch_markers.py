@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import pytest
 from _helpers import SAFETY, wait_for
+from _modes import elm, mode  # noqa: F401 (run, batch and aggregate through elmstate.aio too)
 from _recording import Stop
 
 

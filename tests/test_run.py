@@ -7,6 +7,7 @@ import time
 
 import pytest
 from _helpers import buffer_pair
+from _modes import elm, mode  # noqa: F401 (run, batch and aggregate through elmstate.aio too)
 from _recording import FakeQueue, Program, Recorder, Stop
 
 # The whole log of a run over the script [1, 2] with Program: three ticks, then the

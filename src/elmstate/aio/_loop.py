@@ -132,7 +132,9 @@ class Loop:
         replay: Any,
     ) -> None:
         buffer = core_buffer(producer)
-        self.program = core._Program(init, update, view, producer if buffer is None else buffer, replay)
+        self.program = core._Program(
+            init, update, view, producer if buffer is None else buffer, replay
+        )
         self.put = None if buffer is not None else producer.put  # None: the core puts
         self.consumer = consumer
         self.direct = core_consumer(consumer)
@@ -277,8 +279,9 @@ class Loop:
         if ctx.done:  # between pages too: a fetcher that keeps saying more=True
             raise ctx.err.with_traceback(None)
         messages, more = await fetch(self.fetcher, ctx)
+        marker = self.fetch if more else self.end  # before the put: a page is all or nothing
         await self.emit(list(messages))
-        await self.emit([self.fetch if more else self.end])
+        await self.emit([marker])
 
 
 async def fetch(fetcher: Any, ctx: Any) -> tuple[tuple[Any, ...], bool]:
