@@ -1,7 +1,7 @@
 """The behavioural tests of run, batch and aggregate, through elmstate.aio too.
 
-A test module that does ``from _modes import elm, mode`` has its ``elm`` fixture
-replaced: each test runs in three modes, ``sync`` (``elm`` itself), ``asyncio``
+In a test module that sets ``AIO_MODES = True``, each test that takes ``elm``
+runs in three modes (tests/conftest.py), ``sync`` (``elm`` itself), ``asyncio``
 and ``uvloop``, where ``elm.run``, ``elm.batch`` and ``elm.aggregate`` are the
 ``elm.aio`` ones, each call run to completion on a fresh event loop of that
 kind. After every call the loop must hold no task: nothing the mode started
@@ -66,13 +66,3 @@ class AioElm:
 
     def aggregate(self, *args: Any, **kwargs: Any) -> Any:
         return complete(self.mode, self._elm.aio.aggregate(*args, **kwargs))
-
-
-@pytest.fixture(scope="session", params=MODES)
-def mode(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture(scope="session")
-def elm(elm: ModuleType, mode: str) -> Any:  # noqa: F811 (the conftest's elm, wrapped)
-    return elm if mode == "sync" else AioElm(elm, mode)

@@ -20,6 +20,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from _modes import MODES, AioElm
 
 PURE_ONLY = bool(os.environ.get("ELMSTATE_NO_EXTENSIONS"))
 
@@ -85,17 +86,29 @@ def _load_cores() -> dict[str, ModuleType | str]:
 CORES = _load_cores()
 
 
+@pytest.fixture(scope="session")
+def mode() -> str:
+    """How ``elm``'s run, batch and aggregate run: "sync" unless the module sets
+    ``AIO_MODES`` (then also "asyncio" and "uvloop": tests/_modes.py)."""
+    return "sync"
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "elm" in metafunc.fixturenames and getattr(metafunc.module, "AIO_MODES", False):
+        metafunc.parametrize("mode", MODES, scope="session")
+
+
 @pytest.fixture(
     scope="session",
     params=[pytest.param("compiled", marks=pytest.mark.compiled), "pure"],
 )
-def elm(request: pytest.FixtureRequest) -> Iterator[ModuleType]:
+def elm(request: pytest.FixtureRequest, mode: str) -> Iterator[Any]:
     core = CORES[request.param]
     if isinstance(core, str):
         if PURE_ONLY:
             pytest.skip(core)
         pytest.fail(core)
-    yield core
+    yield core if mode == "sync" else AioElm(core, mode)
 
 
 @pytest.fixture(params=["memory", "sqlite"])

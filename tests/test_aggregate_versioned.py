@@ -13,8 +13,10 @@ from typing import Any
 
 import pytest
 from _helpers import SAFETY
-from _modes import elm, mode  # noqa: F401 (run, batch and aggregate through elmstate.aio too)
 from _recording import live_threads
+
+# run, batch and aggregate run through elmstate.aio too (asyncio, uvloop): tests/_modes.py
+AIO_MODES = True
 
 
 @pytest.fixture(params=["thread", "inline"])

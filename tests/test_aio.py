@@ -130,7 +130,7 @@ def test_an_ending_ctx_wakes_an_awaiting_get_within_milliseconds(elm, kind):
             ctx = elm.Context()
             ended = []
             threading.Timer(
-                0.02, lambda c=ctx: (ended.append(time.monotonic()), c.cancel())
+                0.02, lambda c=ctx, e=ended: (e.append(time.monotonic()), c.cancel())
             ).start()
             with pytest.raises(elm.Canceled) as info:
                 await asyncio.wait_for(consumer.get(ctx), SAFETY)
@@ -441,28 +441,28 @@ def test_async_protocol_methods_are_awaited(elm, kind):
     ]
 
 
-def test_an_async_fetcher_in_both_feeds(elm, kind):
-    for feed in ("thread", "inline"):
-        pages = [[1, 2], [3], [4, 5]]
+@pytest.mark.parametrize("feed", ["thread", "inline"])
+def test_an_async_fetcher_in_both_feeds(elm, kind, feed):
+    pages = [[1, 2], [3], [4, 5]]
 
-        async def fetcher(ctx):
-            await asyncio.sleep(0)
-            page = pages.pop(0)
-            return page, bool(pages)
+    async def fetcher(ctx):
+        await asyncio.sleep(0)
+        page = pages.pop(0)
+        return page, bool(pages)
 
-        async def main():
-            buf = elm.aio.Buffer()
-            return await elm.aio.batch(
-                lambda: (0, None),
-                lambda m: lambda model: (model + m, None),
-                lambda m: None,
-                buf,
-                buf.new_consumer(),
-                fetcher,
-                feed=feed,
-            )
+    async def main():
+        buf = elm.aio.Buffer()
+        return await elm.aio.batch(
+            lambda: (0, None),
+            lambda m: lambda model: (model + m, None),
+            lambda m: None,
+            buf,
+            buf.new_consumer(),
+            fetcher,
+            feed=feed,
+        )
 
-        assert complete(kind, main()) == 15
+    assert complete(kind, main()) == 15
 
 
 def test_the_callers_ctx_error_is_raised_from_a_waiting_get(elm, kind):

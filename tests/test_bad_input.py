@@ -10,8 +10,10 @@ import math
 import threading
 
 import pytest
-from _modes import elm, mode  # noqa: F401 (run, batch and aggregate through elmstate.aio too)
 from _recording import FakeQueue, Recorder, vid
+
+# run, batch and aggregate run through elmstate.aio too (asyncio, uvloop): tests/_modes.py
+AIO_MODES = True
 
 
 def fn(*args):

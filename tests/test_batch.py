@@ -8,8 +8,10 @@ import time
 
 import pytest
 from _helpers import buffer_pair
-from _modes import elm, mode  # noqa: F401 (run, batch and aggregate through elmstate.aio too)
 from _recording import live_threads, vid
+
+# run, batch and aggregate run through elmstate.aio too (asyncio, uvloop): tests/_modes.py
+AIO_MODES = True
 
 
 def pages(*batches):

@@ -16,8 +16,10 @@ from typing import Any, Callable
 
 import pytest
 from _helpers import SAFETY, wait_for
-from _modes import elm, mode  # noqa: F401 (run, batch and aggregate through elmstate.aio too)
 from _recording import Stop
+
+# run, batch and aggregate run through elmstate.aio too (asyncio, uvloop): tests/_modes.py
+AIO_MODES = True
 
 
 class Boom(Exception):

@@ -7,8 +7,10 @@ import time
 
 import pytest
 from _helpers import buffer_pair
-from _modes import elm, mode  # noqa: F401 (run, batch and aggregate through elmstate.aio too)
 from _recording import FakeQueue, Program, Recorder, Stop
+
+# run, batch and aggregate run through elmstate.aio too (asyncio, uvloop): tests/_modes.py
+AIO_MODES = True
 
 # The whole log of a run over the script [1, 2] with Program: three ticks, then the
 # fourth get raises Stop (so that tick rolls back).
