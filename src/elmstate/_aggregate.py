@@ -172,7 +172,7 @@ def _dehydrate(dehydrator: Dehydrator[Any], ctx: Context, key: str, model: Any) 
         if check.awaitable(value):
             raise check.refused_awaitable("dehydrator", value)
         value = check.bytes_value(value, "dehydrator must return bytes")
-    return value  # type: ignore[no-any-return]
+    return value
 
 
 class _Loader:

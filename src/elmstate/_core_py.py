@@ -859,7 +859,7 @@ class BufferConsumer(Generic[T]):
                 if read >= buffer._start:
                     self._read = read + 1
                     return message
-        return self._wait(ctx)
+        return cast("T", self._wait(ctx))
 
     def _poll(self, ctx: Context | None) -> Any:
         """get without waiting: ``_EMPTY`` when there is nothing to read (elmstate.aio)."""
@@ -1068,9 +1068,9 @@ class _Program:
         if not (type(result) is tuple and len(result) == 2) and check.awaitable(result):
             raise check.refused_awaitable("init", result)
         self.model, command = check.pair("init", result, "(model, command)")
-        result = self.view(self.model)
-        if result is not None and check.awaitable(result):
-            raise check.refused_awaitable("view", result)
+        shown = self.view(self.model)
+        if shown is not None and check.awaitable(shown):
+            raise check.refused_awaitable("view", shown)
         return self._aio_entries(ctx, command)
 
     def _aio_tick(self, ctx: Context, message: Any) -> Any:
@@ -1132,9 +1132,9 @@ class _Program:
                     if check.awaitable(result):
                         raise check.refused_awaitable("a transform", result)
                     self.model, command = check.pair("transform", result, "(model, command)")
-        result = self.view(self.model)
-        if result is not None and check.awaitable(result):
-            raise check.refused_awaitable("view", result)
+        shown = self.view(self.model)
+        if shown is not None and check.awaitable(shown):
+            raise check.refused_awaitable("view", shown)
         return command
 
     def _aio_entries(self, ctx: Context, command: Command) -> Any:

@@ -51,7 +51,7 @@ async def run(
         await Loop(init, update, view, producer, consumer, inner, replay).run()
     except Canceled as exc:
         if ended_by_caller(outer, exc):
-            raise outer.err.with_traceback(None) from None
+            raise caller_error(outer) from None
         raise
     finally:
         inner.cancel()  # a cancelled task: what it started ends too
@@ -80,11 +80,12 @@ async def batch(
     outer = core._context_arg(ctx)
     inner = own_context(outer)
     try:
-        return await _batch(
+        model: Model = await _batch(
             init, update, view, producer, consumer, fetcher, outer, inner, replay, feed
         )
     finally:
         inner.cancel()
+    return model
 
 
 async def _batch(
@@ -112,7 +113,7 @@ async def _batch(
             return loop.model  # the model the last view saw
         except Canceled as exc:
             if ended_by_caller(outer, exc):
-                raise outer.err.with_traceback(None) from None
+                raise caller_error(outer) from None
             raise
     failure: list[BaseException] = []
     feeder = asyncio.ensure_future(_feed(inner, fetcher, producer, loop.end, failure))
@@ -127,7 +128,7 @@ async def _batch(
         if fed is not None and not (outer.done and isinstance(fed, Canceled)):
             raise fed from None  # the fetcher's or put's own error
         if outer.done:  # the caller's error, even if the feeder saw the cancel first
-            raise outer.err.with_traceback(None) from None
+            raise caller_error(outer) from None
         raise
     finally:
         inner.cancel()
@@ -160,9 +161,15 @@ async def _feed(
         ctx.cancel()
 
 
+def caller_error(outer: Any) -> BaseException:
+    """The caller's ``ctx.err``, to raise (its previous raise's traceback dropped)."""
+    err: BaseException = outer.err
+    return err.with_traceback(None)
+
+
 def ended_by_caller(outer: Any, exc: BaseException) -> bool:
     """Whether the loop's context ended because the caller's did: ``ctx.err`` is raised."""
-    return outer.done and isinstance(exc, Canceled)  # type: ignore[no-any-return]
+    return outer.done and isinstance(exc, Canceled)
 
 
 async def aggregate(
@@ -199,7 +206,7 @@ async def aggregate(
     outer = core._context_arg(ctx)
     inner = own_context(outer)
     try:
-        return await _aggregate_in(
+        model: Model = await _aggregate_in(
             init,
             update,
             view,
@@ -217,10 +224,11 @@ async def aggregate(
         )
     except Canceled as exc:
         if ended_by_caller(outer, exc):
-            raise outer.err.with_traceback(None) from None
+            raise caller_error(outer) from None
         raise
     finally:
         inner.cancel()
+    return model
 
 
 async def _aggregate_in(
