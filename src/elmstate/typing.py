@@ -44,7 +44,7 @@ so ``Command[int]`` also works outside annotations: they are spelled with
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -71,6 +71,9 @@ else:
         Context = ForwardRef("Context")
 
 __all__ = [
+    "AsyncConsumer",
+    "AsyncFetcher",
+    "AsyncStore",
     "Cleaner",
     "Command",
     "Consumer",
@@ -224,3 +227,32 @@ class VersionedManyStore(VersionedStore, Protocol):
     def store_many_versioned(
         self, ctx: Context | None, items: Sequence[tuple[str, bytes, int]], /
     ) -> list[int]: ...
+
+
+# elmstate.aio (docs/asyncio.md): protocol methods may also return awaitables.
+# A producer's put already returns ``object``, so an async one is a Producer.
+
+
+@runtime_checkable
+class AsyncConsumer(Protocol[_T_co]):
+    """A consumer whose ``get`` is awaited (elmstate.aio); ``commit`` and
+    ``rollback`` may be plain or async."""
+
+    def get(self, ctx: Context | None, /) -> Awaitable[_T_co]: ...
+    def commit(self) -> object: ...
+    def rollback(self) -> object: ...
+
+
+class AsyncFetcher(Protocol[_T_co]):
+    """An awaited fetcher (elmstate.aio): ``await fetcher(ctx) -> (messages, more)``."""
+
+    def __call__(self, ctx: Context, /) -> Awaitable[tuple[Sequence[_T_co], bool]]: ...
+
+
+@runtime_checkable
+class AsyncStore(Protocol):
+    """A store whose methods are awaited (elmstate.aio); a versioned one also has
+    ``load_versioned`` and ``store_versioned``, awaited too."""
+
+    def load(self, ctx: Context | None, key: str, /) -> Awaitable[bytes | None]: ...
+    def store(self, ctx: Context | None, key: str, value: bytes, /) -> Awaitable[object]: ...
