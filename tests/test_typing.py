@@ -99,6 +99,7 @@ PROGRAM = """
     from typing import Any, Callable, Union
 
     import elmstate
+    from elmstate import aio
     from elmstate.typing import Command, Store, Transform
 
 
@@ -185,6 +186,23 @@ PROGRAM = """
 
     good: Store = MyStore()
     bad: Store = NotAStore()  # error: assignment
+
+
+    async def fetch_later(ctx: elmstate.Context) -> tuple[list[str], bool]:
+        return ["abc"], False
+
+
+    async def on_the_event_loop() -> None:
+        abuf = aio.Buffer[str]()
+        aconsumer = abuf.new_consumer()
+        reveal_type(await aconsumer.get(None))  # reveal: str
+        reveal_type(await aio.batch(init, update, view, abuf, aconsumer, fetch_later))  # reveal: int
+        reveal_type(await aio.batch(init, update, view, buf, consumer, fetch))  # reveal: int
+        saved = await aio.aggregate(
+            init, update, view, abuf, aconsumer, fetch_later, elmstate.MemoryStore(),
+            hydrate, dehydrate, "k",
+        )
+        reveal_type(saved)  # reveal: int
 """
 
 _LINE = re.compile(r"^(?P<path>.+?):(?P<line>\d+): (?P<kind>error|note): (?P<text>.*)$")
