@@ -760,3 +760,37 @@ def test_protocol_methods_get_the_calls_own_child_context(elm, kind):
         return seen
 
     complete(kind, main())
+
+
+def test_attempt_catches_what_an_async_entry_raises(elm, kind):
+    async def failing():
+        await asyncio.sleep(0)
+        raise OSError("refused")
+
+    async def fine():
+        await asyncio.sleep(0)
+        return "ok"
+
+    async def main():
+        buf = elm.aio.Buffer()
+        consumer = buf.new_consumer()
+        views = []
+
+        def init():
+            on_error = lambda exc: ("failed", type(exc).__name__)  # noqa: E731
+            return [], [elm.attempt(failing, on_error), elm.attempt(fine, on_error)]
+
+        def update(message):
+            if message == "stop":
+                raise Stop
+            return lambda model: (model + [message], None)
+
+        task = asyncio.ensure_future(elm.aio.run(init, update, views.append, buf, consumer))
+        while len(views[-1] if views else ()) < 2:
+            await asyncio.sleep(0.001)
+        buf.put(None, "stop")
+        with pytest.raises(Stop):
+            await task
+        return views[-1]
+
+    assert complete(kind, main()) == [("failed", "OSError"), "ok"]

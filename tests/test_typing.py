@@ -196,7 +196,8 @@ PROGRAM = """
         abuf = aio.Buffer[str]()
         aconsumer = abuf.new_consumer()
         reveal_type(await aconsumer.get(None))  # reveal: str
-        reveal_type(await aio.batch(init, update, view, abuf, aconsumer, fetch_later))  # reveal: int
+        fed = await aio.batch(init, update, view, abuf, aconsumer, fetch_later)
+        reveal_type(fed)  # reveal: int
         reveal_type(await aio.batch(init, update, view, buf, consumer, fetch))  # reveal: int
         saved = await aio.aggregate(
             init, update, view, abuf, aconsumer, fetch_later, elmstate.MemoryStore(),

@@ -76,6 +76,15 @@ def tag(
     return lifted
 
 
+async def _attempt_later(awaitable: Any, on_error: Callable[[Exception], Any]) -> Any:
+    """An async entry's awaitable, its ``Exception`` turned into ``on_error(exc)``
+    (cancellation, a BaseException, passes through)."""
+    try:
+        return await awaitable
+    except Exception as exc:
+        return on_error(exc)
+
+
 class _Attempt:
     """A command entry that turns an ``Exception`` from ``entry`` into ``on_error(exc)``."""
 
@@ -87,9 +96,12 @@ class _Attempt:
 
     def __call__(self) -> Any:
         try:
-            return self.entry()
+            message = self.entry()
         except Exception as exc:  # a BaseException (Ctrl-C, SystemExit) passes through
             return self.on_error(exc)
+        if message is not None and check.awaitable(message):
+            return _attempt_later(message, self.on_error)  # an async entry (elmstate.aio)
+        return message
 
     def __repr__(self) -> str:
         return f"<command attempting {self.entry!r:.80}>"
@@ -101,7 +113,9 @@ def attempt(entry: Callable[[], A], on_error: Callable[[Exception], B]) -> Calla
     Elm's ``Task.attempt``: a failing side effect becomes a message the program
     handles, and the tick succeeds. Only ``Exception`` is caught; a
     ``BaseException`` such as ``KeyboardInterrupt`` passes through, and so does
-    whatever ``on_error`` itself raises.
+    whatever ``on_error`` itself raises. An ``entry`` that returns an awaitable
+    (an ``async def`` under :mod:`elmstate.aio`) gives an awaitable that catches
+    what awaiting it raises the same way.
     """
     check.callable_arg("entry", entry)
     check.callable_arg("on_error", on_error)
