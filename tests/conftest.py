@@ -87,7 +87,7 @@ CORES = _load_cores()
 
 
 @pytest.fixture(scope="session")
-def mode() -> str:
+def elm_mode() -> str:
     """How ``elm``'s run, batch and aggregate run: "sync" unless the module sets
     ``AIO_MODES`` (then also "asyncio" and "uvloop": tests/_modes.py)."""
     return "sync"
@@ -95,20 +95,20 @@ def mode() -> str:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "elm" in metafunc.fixturenames and getattr(metafunc.module, "AIO_MODES", False):
-        metafunc.parametrize("mode", MODES, scope="session")
+        metafunc.parametrize("elm_mode", MODES, scope="session")
 
 
 @pytest.fixture(
     scope="session",
     params=[pytest.param("compiled", marks=pytest.mark.compiled), "pure"],
 )
-def elm(request: pytest.FixtureRequest, mode: str) -> Iterator[Any]:
+def elm(request: pytest.FixtureRequest, elm_mode: str) -> Iterator[Any]:
     core = CORES[request.param]
     if isinstance(core, str):
         if PURE_ONLY:
             pytest.skip(core)
         pytest.fail(core)
-    yield core if mode == "sync" else AioElm(core, mode)
+    yield core if elm_mode == "sync" else AioElm(core, elm_mode)
 
 
 @pytest.fixture(params=["memory", "sqlite"])
@@ -156,7 +156,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     keep, drop = [], []
     for item in items:
         callspec = getattr(item, "callspec", None)
-        mode = callspec.params.get("mode") if callspec is not None else None
+        mode = callspec.params.get("elm_mode") if callspec is not None else None
         if mode not in (None, "sync") and item.get_closest_marker("sync_only"):
             drop.append(item)
         else:
