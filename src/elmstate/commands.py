@@ -114,7 +114,7 @@ def attempt(entry: Callable[[], A], on_error: Callable[[Exception], B]) -> Calla
     handles, and the tick succeeds. Only ``Exception`` is caught; a
     ``BaseException`` such as ``KeyboardInterrupt`` passes through, and so does
     whatever ``on_error`` itself raises. An ``entry`` that returns an awaitable
-    (an ``async def`` under :mod:`elmstate.aio`) gives an awaitable that catches
+    (an ``async def`` under ``elmstate.aio``) gives an awaitable that catches
     what awaiting it raises the same way.
     """
     check.callable_arg("entry", entry)
