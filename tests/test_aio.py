@@ -661,7 +661,7 @@ def test_an_async_transform_is_refused_at_its_tick(elm, kind):
         return model + 1, None
 
     message = refuse_at_tick(elm, kind, update=lambda m: transform)
-    assert message.startswith("a transform returned an awaitable (coroutine)")
+    assert message.startswith("transform returned an awaitable (coroutine)")
 
 
 def test_a_view_returning_an_awaitable_is_refused_at_its_tick(elm, kind):
@@ -794,3 +794,26 @@ def test_attempt_catches_what_an_async_entry_raises(elm, kind):
         return views[-1]
 
     assert complete(kind, main()) == [("failed", "OSError"), "ok"]
+
+
+@pytest.mark.parametrize("where", ["update", "transform", "view", "init"])
+def test_the_synchronous_modes_refuse_an_awaitable_too(elm, where):
+    """run never stores a coroutine as the model, nor drops one un-awaited."""
+
+    def update(message):
+        if where == "update":
+            return async_fn()
+        if where == "transform":
+            return lambda model: async_fn()
+        return lambda model: (model + 1, None)
+
+    def view(model):
+        return async_fn() if where == "view" else None
+
+    init = (lambda: async_fn()) if where == "init" else (lambda: (0, None))
+    buf = elm.Buffer()
+    consumer = buf.new_consumer()
+    buf.put(None, 1)
+    with pytest.raises(TypeError, match=rf"^{where} returned an awaitable \(coroutine\)"):
+        elm.run(init, update, view, buf, consumer)
+    gc.collect()  # closed: no warning that a coroutine was never awaited

@@ -156,8 +156,9 @@ cdef class _Program:
     cdef object replay
     cdef public object model
     cdef int start(self, Context ctx) except -1
+    cdef object _init(self)
     cdef inline int _step(self, Context ctx, object message) except -1
-    cdef inline object _aio_apply(self, object message)
+    cdef inline object _apply(self, object message)
     cdef object _aio_entries(self, Context ctx, object command)
     cdef inline int _dispatch(self, Context ctx, object command) except -1
     cdef inline int _put_nothing(self, Context ctx) except -1

@@ -1110,12 +1110,24 @@ cdef class _Program:
 
     cdef int start(self, Context ctx) except -1:
         """The first tick: init, view, and init's commands."""
+        return self._dispatch(ctx, self._init())
+
+    cdef object _init(self):
+        """init and view; returns init's command."""
         self.model, command = check.pair("init", self.init(), "(model, command)")
-        self.view(self.model)
-        return self._dispatch(ctx, command)
+        result = _call1(self.view, self.model)
+        if result is not None and _awaitable(result):
+            raise check.refused_awaitable("view", result)
+        return command
 
     cdef inline int _step(self, Context ctx, object message) except -1:
         """A later tick, once its message is read (the twin writes this out in _loop)."""
+        return self._dispatch(ctx, self._apply(message))
+
+    cdef inline object _apply(self, object message):
+        """update, the transform and view for one message (None: view only); returns
+        the command. A callback that returns an awaitable is refused
+        (docs/asyncio.md#what-stays-synchronous): the checks are on the error paths."""
         cdef object command = None
         cdef object result
         if message is not None:
@@ -1129,8 +1141,10 @@ cdef class _Program:
                     command = (<tuple>result)[1]
                 else:
                     self.model, command = check.pair("transform", result, "(model, command)")
-        _call1(self.view, self.model)
-        return self._dispatch(ctx, command)
+        result = _call1(self.view, self.model)
+        if result is not None and _awaitable(result):
+            raise check.refused_awaitable("view", result)
+        return command
 
     cdef inline int _dispatch(self, Context ctx, object command) except -1:
         cdef list messages
@@ -1187,18 +1201,11 @@ cdef class _Program:
         """The first tick but its put: init, view and init's entries (see _aio_entries)."""
         if direct is not None:  # read on this thread: its puts never wait for room
             direct._thread = _thread_number()
-        result = self.init()
-        if not (type(result) is tuple and PyTuple_GET_SIZE(result) == 2) and _awaitable(result):
-            raise check.refused_awaitable("init", result)
-        self.model, command = check.pair("init", result, "(model, command)")
-        result = _call1(self.view, self.model)
-        if result is not None and _awaitable(result):
-            raise check.refused_awaitable("view", result)
-        return self._aio_entries(ctx, command)
+        return self._aio_entries(ctx, self._init())
 
     def _aio_tick(self, Context ctx, message):
         """A later tick, for a message the caller read, but its put and commit."""
-        return self._aio_entries(ctx, self._aio_apply(message))
+        return self._aio_entries(ctx, self._apply(message))
 
     def _aio_put(self, Context ctx, list messages):
         """The put of a tick whose entries were awaited (the producer is a Buffer)."""
@@ -1222,7 +1229,7 @@ cdef class _Program:
             message = direct._poll(ctx)
             if message is _NOTHING or type(message) is _End:
                 return message
-            command = self._aio_apply(message)
+            command = self._apply(message)
             if self.replay is None and (
                 command is None
                 or (type(command) is tuple and PyTuple_GET_SIZE(command) == 0)
@@ -1240,31 +1247,6 @@ cdef class _Program:
             direct._commit()
             if _now() >= until:
                 return _YIELDING
-
-    cdef inline object _aio_apply(self, object message):
-        """update, the transform and view for one message (None: view only); returns
-        the command."""
-        cdef object command = None
-        cdef object result
-        if message is not None:
-            transform = _call1(self.update, message)
-            if transform is not None:
-                if not callable(transform):
-                    if _awaitable(transform):
-                        raise check.refused_awaitable("update", transform)
-                    raise check.not_transform(transform)
-                result = _call1(transform, self.model)
-                if type(result) is tuple and PyTuple_GET_SIZE(result) == 2:
-                    self.model = (<tuple>result)[0]
-                    command = (<tuple>result)[1]
-                else:
-                    if _awaitable(result):
-                        raise check.refused_awaitable("a transform", result)
-                    self.model, command = check.pair("transform", result, "(model, command)")
-        result = _call1(self.view, self.model)
-        if result is not None and _awaitable(result):
-            raise check.refused_awaitable("view", result)
-        return command
 
     cdef object _aio_entries(self, Context ctx, object command):
         """The command's entries, called in order. Returns None when none returned

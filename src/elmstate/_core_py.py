@@ -1027,9 +1027,15 @@ class _Program:
 
     def start(self, ctx: Context) -> None:
         """The first tick: init, view, and init's commands."""
+        self._dispatch(ctx, self._init())
+
+    def _init(self) -> Any:
+        """init and view; returns init's command."""
         self.model, command = check.pair("init", self.init(), "(model, command)")
-        self.view(self.model)
-        self._dispatch(ctx, command)
+        shown = self.view(self.model)
+        if shown is not None and check.awaitable(shown):
+            raise check.refused_awaitable("view", shown)
+        return command
 
     def _dispatch(self, ctx: Context, command: Command) -> None:
         replay = self.replay
@@ -1064,18 +1070,11 @@ class _Program:
         """The first tick but its put: init, view and init's entries (see _aio_entries)."""
         if direct is not None:  # read on this thread: its puts never wait for room
             direct._thread = _this_thread.number
-        result = self.init()
-        if not (type(result) is tuple and len(result) == 2) and check.awaitable(result):
-            raise check.refused_awaitable("init", result)
-        self.model, command = check.pair("init", result, "(model, command)")
-        shown = self.view(self.model)
-        if shown is not None and check.awaitable(shown):
-            raise check.refused_awaitable("view", shown)
-        return self._aio_entries(ctx, command)
+        return self._aio_entries(ctx, self._init())
 
     def _aio_tick(self, ctx: Context, message: Any) -> Any:
         """A later tick, for a message the caller read, but its put and commit."""
-        return self._aio_entries(ctx, self._aio_apply(message))
+        return self._aio_entries(ctx, self._apply(message))
 
     def _aio_put(self, ctx: Context, messages: list[Any]) -> None:
         """The put of a tick whose entries were awaited (the producer is a Buffer)."""
@@ -1090,7 +1089,7 @@ class _Program:
         until = clock() + seconds
         if self.buffer is None:
             raise RuntimeError("_aio_drain needs a Buffer producer")
-        put, poll, commit, apply = self.put, direct._poll, direct.commit, self._aio_apply
+        put, poll, commit, apply = self.put, direct._poll, direct.commit, self._apply
         while True:
             if ctx._done:
                 raise ctx._error()
@@ -1114,23 +1113,19 @@ class _Program:
             if clock() >= until:
                 return _YIELD
 
-    def _aio_apply(self, message: Any) -> Any:
+    def _apply(self, message: Any) -> Any:
         """update, the transform and view for one message (None: view only); returns
-        the command."""
+        the command. (_loop writes this out; elmstate.aio's tick calls it.)"""
         command = None
         if message is not None:
             transform = self.update(message)
             if transform is not None:
                 if not callable(transform):
-                    if check.awaitable(transform):
-                        raise check.refused_awaitable("update", transform)
                     raise check.not_transform(transform)
                 result = transform(self.model)
                 if type(result) is tuple and len(result) == 2:
                     self.model, command = result
                 else:
-                    if check.awaitable(result):
-                        raise check.refused_awaitable("a transform", result)
                     self.model, command = check.pair("transform", result, "(model, command)")
         shown = self.view(self.model)
         if shown is not None and check.awaitable(shown):
@@ -1239,7 +1234,9 @@ def _loop(program: _Program, consumer: Consumer, ctx: Context) -> NoReturn:
                         model, command = result
                     else:
                         model, command = check.pair("transform", result, "(model, command)")
-            view(model)
+            shown = view(model)
+            if shown is not None and check.awaitable(shown):
+                raise check.refused_awaitable("view", shown)
             if quick is not None and (command is None or (kind(command) in lists and not command)):
                 # Buffer.put(ctx) with no values: only its checks
                 if ctx._done:

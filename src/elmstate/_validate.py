@@ -117,6 +117,8 @@ def pair(name: str, value: Any, shape: str) -> tuple[Any, Any]:
     """Unpack a callback's ``(a, b)`` result, naming the callback when it is not a pair."""
     if isinstance(value, (tuple, list)) and len(value) == 2:
         return value[0], value[1]
+    if awaitable(value):
+        raise refused_awaitable(name, value)
     raise TypeError(f"{name} must return a {shape} pair, got {value!r:.200}")
 
 
@@ -131,6 +133,8 @@ def not_callable_entry(value: Any) -> TypeError:
 
 
 def not_transform(value: Any) -> TypeError:
+    if awaitable(value):
+        return refused_awaitable("update", value)
     return TypeError(
         f"update must return a transform (a callable) or None, got {type(value).__name__}"
     )
@@ -176,7 +180,7 @@ def buffer_bounds(maxsize: Any, overflow: Any) -> tuple[int, bool]:
     return int(maxsize), overflow == "drop_oldest"
 
 
-# elmstate.aio: callbacks that must stay synchronous (docs/asyncio.md#what-stays-synchronous).
+# Callbacks that must stay synchronous, in every mode (docs/asyncio.md#what-stays-synchronous).
 
 
 def awaitable(value: Any) -> bool:
@@ -196,8 +200,9 @@ def refused_awaitable(name: str, value: Any) -> TypeError:
         if callable(cancel):
             cancel()
     return TypeError(
-        f"{name} returned an awaitable ({type(value).__name__}); under elmstate.aio it must be "
-        "a plain function: only command entries and protocol methods may be async"
+        f"{name} returned an awaitable ({type(value).__name__}), which is not awaited here: it "
+        "must be a plain function (elmstate.aio awaits only command entries and protocol "
+        "methods: get, put, commit, rollback, the fetcher, store methods)"
     )
 
 
