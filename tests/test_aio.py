@@ -796,7 +796,7 @@ def test_attempt_catches_what_an_async_entry_raises(elm, kind):
     assert complete(kind, main()) == [("failed", "OSError"), "ok"]
 
 
-@pytest.mark.parametrize("where", ["update", "transform", "view", "init"])
+@pytest.mark.parametrize("where", ["update", "transform", "view", "init", "replay"])
 def test_the_synchronous_modes_refuse_an_awaitable_too(elm, where):
     """run never stores a coroutine as the model, nor drops one un-awaited."""
 
@@ -814,6 +814,7 @@ def test_the_synchronous_modes_refuse_an_awaitable_too(elm, where):
     buf = elm.Buffer()
     consumer = buf.new_consumer()
     buf.put(None, 1)
+    replay = (lambda: async_fn()) if where == "replay" else None
     with pytest.raises(TypeError, match=rf"^{where} returned an awaitable \(coroutine\)"):
-        elm.run(init, update, view, buf, consumer)
+        elm.run(init, update, view, buf, consumer, replay=replay)
     gc.collect()  # closed: no warning that a coroutine was never awaited

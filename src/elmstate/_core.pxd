@@ -157,6 +157,7 @@ cdef class _Program:
     cdef public object model
     cdef int start(self, Context ctx) except -1
     cdef object _init(self)
+    cdef bint _replaying(self) except -1
     cdef inline int _step(self, Context ctx, object message) except -1
     cdef inline object _apply(self, object message)
     cdef object _aio_entries(self, Context ctx, object command)

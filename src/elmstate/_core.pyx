@@ -1120,6 +1120,13 @@ cdef class _Program:
             raise check.refused_awaitable("view", result)
         return command
 
+    cdef bint _replaying(self) except -1:
+        """replay(), which must not return an awaitable."""
+        answer = self.replay()
+        if answer is not True and answer is not False and _awaitable(answer):
+            raise check.refused_awaitable("replay", answer)
+        return bool(answer)
+
     cdef inline int _step(self, Context ctx, object message) except -1:
         """A later tick, once its message is read (the twin writes this out in _loop)."""
         return self._dispatch(ctx, self._apply(message))
@@ -1148,7 +1155,7 @@ cdef class _Program:
 
     cdef inline int _dispatch(self, Context ctx, object command) except -1:
         cdef list messages
-        cdef bint skip = self.replay is not None and self.replay()  # every tick, as in Go
+        cdef bint skip = self.replay is not None and self._replaying()  # every tick, as in Go
         if command is None or skip:
             return self._put_nothing(ctx)
         if type(command) is tuple:
@@ -1254,12 +1261,8 @@ cdef class _Program:
         ``_Awaiting`` of everything they returned (in entry order, Nones left out)."""
         cdef list results = None
         cdef bint waits = False
-        if self.replay is not None:
-            skip = self.replay()
-            if skip is not True and skip is not False and _awaitable(skip):
-                raise check.refused_awaitable("replay", skip)
-            if skip:
-                return None
+        if self.replay is not None and self._replaying():
+            return None
         if command is None:
             return None
         if type(command) is tuple or type(command) is list:

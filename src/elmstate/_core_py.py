@@ -1037,9 +1037,16 @@ class _Program:
             raise check.refused_awaitable("view", shown)
         return command
 
+    def _replaying(self) -> bool:
+        """replay(), which must not return an awaitable."""
+        answer = cast("Callable[[], Any]", self.replay)()
+        if answer is not True and answer is not False and check.awaitable(answer):
+            raise check.refused_awaitable("replay", answer)
+        return bool(answer)
+
     def _dispatch(self, ctx: Context, command: Command) -> None:
         replay = self.replay
-        skip = replay is not None and replay()  # consulted every tick, as in the original
+        skip = replay is not None and self._replaying()  # consulted every tick, as in the original
         if command is None or skip:
             self.put(ctx)
             return
@@ -1138,12 +1145,8 @@ class _Program:
         ``_Awaiting`` of everything they returned (in entry order, Nones left out)."""
         results: list[Any] | None = None
         waits = False
-        if self.replay is not None:
-            skip = self.replay()
-            if skip is not True and skip is not False and check.awaitable(skip):
-                raise check.refused_awaitable("replay", skip)
-            if skip:
-                return None
+        if self.replay is not None and self._replaying():
+            return None
         if command is None:
             return None
         entries: Iterable[Callable[[], Any] | None]
