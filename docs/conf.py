@@ -86,7 +86,10 @@ nitpick_ignore_regex.append(
 # The clients' own classes (no intersphinx), and elmstate.redis's private
 # aliases of callables and ids (their shapes are in the docstrings).
 nitpick_ignore_regex.append(
-    (r"py:(class|obj|data)", r"(redis\.Redis|psycopg.*|Encode|Decode|EntryId)")
+    (
+        r"py:(class|obj|data)",
+        r"(redis\.Redis|redis\.asyncio\.Redis|psycopg.*|Encode|Decode|EntryId)",
+    )
 )
 
 

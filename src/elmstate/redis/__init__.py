@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from ._common import parse_id, shard_of
 from ._keyed import Emit, KeyedProducer, Program
-from ._streams import StreamConsumer, StreamProducer
+from ._streams import AsyncStreamConsumer, AsyncStreamProducer, StreamConsumer, StreamProducer
 from ._worker import KeyedWorker, Stats
 
 __all__ = [
+    "AsyncStreamConsumer",
+    "AsyncStreamProducer",
     "Emit",
     "KeyedProducer",
     "KeyedWorker",

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import json
 import zlib
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 try:
     import redis
+    import redis.asyncio
 except ImportError as exc:
     raise ImportError(
         'elmstate.redis needs redis-py: pip install "elmstate[redis]"', name=exc.name
@@ -78,14 +79,25 @@ def count_arg(name: str, value: Any, minimum: int = 1) -> int:
 
 def client_arg(client: Any) -> redis.Redis:
     """A redis-py client that returns bytes (payloads are bytes, maybe not UTF-8)."""
-    if not isinstance(client, redis.Redis):
-        raise TypeError(f"client must be a redis.Redis client, not {type(client).__name__}")
+    return cast(redis.Redis, _bytes_client(client, redis.Redis, "redis.Redis"))
+
+
+def async_client_arg(client: Any) -> redis.asyncio.Redis:
+    """A ``redis.asyncio`` client that returns bytes."""
+    return cast(
+        redis.asyncio.Redis, _bytes_client(client, redis.asyncio.Redis, "redis.asyncio.Redis")
+    )
+
+
+def _bytes_client(client: Any, client_type: type[Any], label: str) -> Any:
+    if not isinstance(client, client_type):
+        raise TypeError(f"client must be a {label} client, not {type(client).__name__}")
     if client.connection_pool.connection_kwargs.get("decode_responses"):
         raise ValueError("client must be made with decode_responses=False: payloads are bytes")
     return client
 
 
-def socket_timeout(client: redis.Redis) -> float | None:
+def socket_timeout(client: redis.Redis | redis.asyncio.Redis) -> float | None:
     """The client's socket timeout in seconds (None: reads wait for ever)."""
     value = client.connection_pool.connection_kwargs.get("socket_timeout")
     return None if value is None else float(value)
@@ -126,5 +138,18 @@ def create_group(client: redis.Redis, stream: str, group: str) -> None:
     try:
         client.xgroup_create(stream, group, id="0", mkstream=True)
     except redis.ResponseError as exc:
-        if "BUSYGROUP" not in str(exc):
+        if not _group_exists(exc):
             raise
+
+
+async def create_group_async(client: redis.asyncio.Redis, stream: str, group: str) -> None:
+    """:func:`create_group` over a ``redis.asyncio`` client."""
+    try:
+        await client.xgroup_create(stream, group, id="0", mkstream=True)
+    except redis.ResponseError as exc:
+        if not _group_exists(exc):
+            raise
+
+
+def _group_exists(exc: redis.ResponseError) -> bool:
+    return "BUSYGROUP" in str(exc)

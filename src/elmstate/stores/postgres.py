@@ -6,15 +6,17 @@ Needs the ``postgres`` extra: ``pip install "elmstate[postgres]"``. Neither
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import zlib
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any, ClassVar
 
 try:
     import psycopg
     from psycopg import sql
+    from psycopg.abc import AdaptContext
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 except ImportError as exc:
     raise ImportError(
@@ -23,16 +25,17 @@ except ImportError as exc:
     ) from exc
 
 try:
-    from psycopg_pool import ConnectionPool
+    from psycopg_pool import AsyncConnectionPool, ConnectionPool
 except ImportError:  # without the pool package only a connection string can be given
     ConnectionPool = None  # type: ignore[assignment,misc]
+    AsyncConnectionPool = None  # type: ignore[assignment,misc]
 
 from .. import _validate as check
 from .._errors import Conflict
 from ._keys import items_arg, key_value, keys_arg, version_arg
 from ._secrets import redacted
 
-__all__ = ["PostgresStore"]
+__all__ = ["AsyncPostgresStore", "PostgresStore"]
 
 DEFAULT_TABLE = "elmstate_snapshots"
 # Set on connections the store opens (unless the conninfo names one), so that an
@@ -44,12 +47,15 @@ _MAX_IDENTIFIER = 63  # NAMEDATALEN - 1: PostgreSQL silently truncates longer na
 # create, and one fails); the second is the table name's CRC.
 _LOCK_SPACE = 0x656C6D73  # "elms"
 _MAX_VERSION = 2**63 - 1  # bigint
+_CREATE_LOCK = "SELECT pg_advisory_xact_lock(%s, %s)"
+
+Row = Sequence[Any]
 
 
 class _Statements:
     """The store's statements, rendered once for its table (quoted as an identifier)."""
 
-    def __init__(self, table: str, conn: psycopg.Connection[Any]) -> None:
+    def __init__(self, table: str, conn: AdaptContext) -> None:
         def render(text: str) -> bytes:
             return sql.SQL(text).format(t=sql.Identifier(table)).as_bytes(conn)
 
@@ -92,8 +98,72 @@ class _Statements:
             "WHERE old.version = EXCLUDED.version - 1"
         )
 
+    def compare_and_set(
+        self, key: str, value: bytes, version: int
+    ) -> tuple[bytes, tuple[Any, ...]]:
+        """store_versioned's one statement and its parameters."""
+        if version == 0:
+            return self.insert_new, (key, value)
+        return self.update_if, (value, key, version)
 
-class PostgresStore:
+
+class _Common:
+    """What the synchronous and the asynchronous store share: their arguments,
+    their repr and the connection string (no I/O here)."""
+
+    _name: ClassVar[str]  # the class's name, for the repr and errors
+    _pool_name: ClassVar[str]  # the pool class it takes
+
+    def _setup(self, conninfo_or_pool: Any, table: str, pool_type: type | None) -> Any:
+        """Check the arguments; returns the caller's pool, or None for a conninfo."""
+        _table_arg(table)
+        self._table = table
+        self._closed = False
+        self._password: str | None = None
+        self._conninfo = ""
+        if isinstance(conninfo_or_pool, str):
+            self._conninfo = self._owned_conninfo(conninfo_or_pool)
+            return None
+        if pool_type is not None and isinstance(conninfo_or_pool, pool_type):
+            return conninfo_or_pool
+        raise TypeError(
+            f"conninfo_or_pool must be a connection string or a psycopg_pool.{self._pool_name},"
+            f" got {type(conninfo_or_pool).__name__}"
+        )
+
+    def __repr__(self) -> str:
+        # Never the conninfo itself: it may hold a password.
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            where = f" pool={pool.name!r}"
+        else:
+            params = conninfo_to_dict(self._conninfo)
+            where = "".join(
+                f" {name}={params[name]}" for name in ("host", "port", "dbname") if name in params
+            )
+        state = " closed" if self._closed else ""
+        return f"<elmstate.stores.postgres.{self._name} table={self._table!r}{where}{state}>"
+
+    def _closed_error(self) -> ValueError:
+        return ValueError(f"the {self._name} is closed")
+
+    def _owned_conninfo(self, conninfo: str) -> str:
+        try:
+            params: dict[str, Any] | None = conninfo_to_dict(conninfo)
+        except psycopg.Error:  # libpq's message may quote the string, password included
+            params = None
+        if params is None:
+            raise ValueError(
+                "conninfo_or_pool is not a valid libpq connection string or URI "
+                "(the parser's message is not shown: it may quote a password)"
+            )
+        self._password = params.get("password") or None
+        if "application_name" not in params:
+            conninfo = make_conninfo(conninfo, application_name=APPLICATION_NAME)
+        return conninfo
+
+
+class PostgresStore(_Common):
     """Snapshots in a PostgreSQL table: ``key text``, ``value bytea``, ``version bigint``.
 
     ``conninfo_or_pool`` is either a libpq connection string or URI, or a
@@ -109,32 +179,19 @@ class PostgresStore:
     store ignores ``ctx``: a call is not cut short when the context ends.
     """
 
+    _name, _pool_name = "PostgresStore", "ConnectionPool"
+
     def __init__(self, conninfo_or_pool: Any, *, table: str = DEFAULT_TABLE) -> None:
-        _table_arg(table)
-        self._table = table
         self._lock = threading.Lock()
-        self._closed = False
         self._conn: psycopg.Connection[Any] | None = None
-        self._password: str | None = None
-        self._pool: ConnectionPool[Any] | None = None
-        self._conninfo = ""
-        if isinstance(conninfo_or_pool, str):
-            self._conninfo = self._owned_conninfo(conninfo_or_pool)
-        elif ConnectionPool is not None and isinstance(conninfo_or_pool, ConnectionPool):
-            self._pool = conninfo_or_pool
-        else:
-            raise TypeError(
-                "conninfo_or_pool must be a connection string or a psycopg_pool.ConnectionPool,"
-                f" got {type(conninfo_or_pool).__name__}"
-            )
+        self._pool: ConnectionPool[Any] | None = self._setup(
+            conninfo_or_pool, table, ConnectionPool
+        )
         try:
             with self._connection() as conn:
                 self._sql = _Statements(table, conn)
                 with conn.transaction():
-                    conn.execute(
-                        "SELECT pg_advisory_xact_lock(%s, %s)",
-                        (_LOCK_SPACE, _signed32(zlib.crc32(table.encode()))),
-                    )
+                    conn.execute(_CREATE_LOCK, _create_lock(table))
                     conn.execute(self._sql.create)
         except BaseException:
             self.close()
@@ -146,8 +203,7 @@ class PostgresStore:
 
     def store(self, ctx: Any, key: str, value: bytes) -> None:
         """Set ``key`` to ``value`` (last writer wins), committed on return; bumps its version."""
-        value = key_value(key, value)
-        _text_key(key)
+        value = _store_args(key, value)
         while True:
             try:
                 with self._connection() as conn:
@@ -158,11 +214,10 @@ class PostgresStore:
 
     def load_versioned(self, ctx: Any, key: str) -> tuple[bytes | None, int]:
         """The value at ``key`` and its version: ``(None, 0)`` when absent."""
-        check.key_arg("key", key)
-        _text_key(key)
+        _load_args(key)
         with self._connection() as conn:
             row = conn.execute(self._sql.load, (key,), binary=True).fetchone()
-        return (None, 0) if row is None else (bytes(row[0]), int(row[1]))
+        return _loaded(row)
 
     def store_versioned(self, ctx: Any, key: str, value: bytes, version: int) -> int:
         """Set ``key`` to ``value`` if its version is still ``version``; returns the new one.
@@ -171,15 +226,10 @@ class PostgresStore:
         ``UPDATE … WHERE version = %s`` otherwise. Raises
         :class:`~elmstate.Conflict`, storing nothing, when it writes no row.
         """
-        value = key_value(key, value)
-        version = version_arg(version)
-        _text_key(key)
+        value, version = _versioned_args(key, value, version)
         try:
             with self._connection() as conn:
-                if version == 0:
-                    written = conn.execute(self._sql.insert_new, (key, value)).rowcount
-                else:
-                    written = conn.execute(self._sql.update_if, (value, key, version)).rowcount
+                written = conn.execute(*self._sql.compare_and_set(key, value, version)).rowcount
                 if written == 1:
                     return version + 1
                 # A separate statement: under READ COMMITTED (the default) a fresh
@@ -191,20 +241,17 @@ class PostgresStore:
             # instead: nothing was written, so it is a conflict like any other.
             with self._connection() as conn:
                 row = conn.execute(self._sql.version, (key,)).fetchone()
-        raise Conflict(key, version, 0 if row is None else int(row[0]))
+        raise _conflict(key, version, row)
 
     def load_many_versioned(self, ctx: Any, keys: Any) -> list[tuple[bytes | None, int]]:
         """The value and version of each of ``keys``, in their order: one statement,
         so one snapshot."""
-        given = keys_arg(keys)
-        for i, key in enumerate(given):
-            _text_key(key, f"keys[{i}]")
+        given = _many_keys(keys)
         with self._connection() as conn:
             if not given:
                 return []
             rows = conn.execute(self._sql.load_many, (given,), binary=True).fetchall()
-        found = {key: (bytes(value), int(version)) for key, value, version in rows}
-        return [found.get(key, (None, 0)) for key in given]
+        return _loaded_many(given, rows)
 
     def store_many_versioned(self, ctx: Any, items: Any) -> list[int]:
         """Set every ``(key, value, version)`` of ``items`` if every key is still at
@@ -214,9 +261,7 @@ class PostgresStore:
         Raises :class:`~elmstate.Conflict` for the first item whose version differs,
         storing nothing at all.
         """
-        keys, values, versions = items_arg(items)
-        for i, key in enumerate(keys):
-            _text_key(key, f"items[{i}]: key")
+        keys, values, versions = _many_items(items)
         while True:
             with self._connection() as conn:
                 if not keys:
@@ -228,10 +273,7 @@ class PostgresStore:
                 # A separate statement: under READ COMMITTED (the default) a fresh
                 # snapshot, which sees the writes that won.
                 rows = conn.execute(self._sql.versions, (keys,)).fetchall()
-            found = {key: int(version) for key, version in rows}
-            for key, version in zip(keys, versions):
-                if found.get(key, 0) != version:
-                    raise Conflict(key, version, found.get(key, 0))
+            _raise_first_conflict(keys, versions, rows)
             # Every version matches now, yet the write did not: a serialisation
             # failure or deadlock without a conflict. Nothing was written: again.
 
@@ -249,7 +291,7 @@ class PostgresStore:
                 if written == len(keys):
                     return True
                 raise psycopg.Rollback(tx)
-        except (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected):
+        except _NOT_SERIALIZED:
             # Under REPEATABLE READ or SERIALIZABLE a concurrent write fails the
             # statement (SQLSTATE 40001) instead; rolled back, nothing was written.
             pass
@@ -270,23 +312,11 @@ class PostgresStore:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def __repr__(self) -> str:
-        # Never the conninfo itself: it may hold a password.
-        if self._pool is not None:
-            where = f" pool={self._pool.name!r}"
-        else:
-            params = conninfo_to_dict(self._conninfo)
-            where = "".join(
-                f" {name}={params[name]}" for name in ("host", "port", "dbname") if name in params
-            )
-        state = " closed" if self._closed else ""
-        return f"<elmstate.stores.postgres.PostgresStore table={self._table!r}{where}{state}>"
-
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:
         if self._pool is not None:
             if self._closed:
-                raise ValueError("the PostgresStore is closed")
+                raise self._closed_error()
             # The pool commits on leaving the block (rolls back on an error) and
             # replaces a connection that it finds broken.
             with self._pool.connection() as conn:
@@ -294,7 +324,7 @@ class PostgresStore:
             return
         with self._lock:
             if self._closed:
-                raise ValueError("the PostgresStore is closed")
+                raise self._closed_error()
             conn = self._conn
             if conn is None or conn.closed:  # never opened, or lost on an earlier call
                 conn = self._conn = self._connect()
@@ -309,20 +339,203 @@ class PostgresStore:
                 raise
         raise error  # outside the except block: the original is not chained
 
-    def _owned_conninfo(self, conninfo: str) -> str:
+
+check.register(check.STORES, PostgresStore)
+
+
+class AsyncPostgresStore(_Common):
+    """A :class:`PostgresStore` for asyncio, on psycopg's ``AsyncConnection``: the
+    same table, statements, arguments and rules, with coroutine methods.
+
+    ``conninfo_or_pool`` is a libpq connection string or URI, or a
+    ``psycopg_pool.AsyncConnectionPool``, which stays the caller's. The
+    constructor only checks its arguments: the connection is opened, and the
+    table created if missing, by the first call, or on entering ``async with``
+    (so that a wrong address or password fails there). Given a string, the
+    store owns one connection (autocommit), which its calls take in turn, and
+    which is opened again on the call after it was lost; ``close()`` closes it.
+    Given a pool, every call borrows a connection from it for one transaction,
+    so calls run in parallel, and ``close()`` leaves the pool open.
+
+    A store belongs to the event loop that first used it (a psycopg connection
+    does). Cancelling a call asks the server to cancel its statement: a write
+    then either committed or did not, as after a lost connection. The store
+    ignores ``ctx``.
+    """
+
+    _name, _pool_name = "AsyncPostgresStore", "AsyncConnectionPool"
+
+    def __init__(self, conninfo_or_pool: Any, *, table: str = DEFAULT_TABLE) -> None:
+        self._pool: AsyncConnectionPool[Any] | None = self._setup(
+            conninfo_or_pool, table, AsyncConnectionPool
+        )
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+        # Made by the first call, inside the event loop (on Python 3.9 an
+        # asyncio.Lock binds to the loop current when it is made).
+        self._lock: asyncio.Lock | None = None
+        self._statements: _Statements | None = None  # once the table exists
+
+    async def load(self, ctx: Any, key: str) -> bytes | None:
+        """The value at ``key``, or ``None`` when absent."""
+        return (await self.load_versioned(ctx, key))[0]
+
+    async def store(self, ctx: Any, key: str, value: bytes) -> None:
+        """Set ``key`` to ``value`` (last writer wins), committed on return; bumps its version."""
+        value = _store_args(key, value)
+        while True:
+            try:
+                async with self._connection() as (conn, statements):
+                    await conn.execute(statements.store, (key, value))
+                return
+            except psycopg.errors.SerializationFailure:
+                continue  # nothing was written, and another writer was: the last one wins
+
+    async def load_versioned(self, ctx: Any, key: str) -> tuple[bytes | None, int]:
+        """The value at ``key`` and its version: ``(None, 0)`` when absent."""
+        _load_args(key)
+        async with self._connection() as (conn, statements):
+            cursor = await conn.execute(statements.load, (key,), binary=True)
+            row = await cursor.fetchone()
+        return _loaded(row)
+
+    async def store_versioned(self, ctx: Any, key: str, value: bytes, version: int) -> int:
+        """Set ``key`` to ``value`` if its version is still ``version``; returns the new one.
+
+        One statement, as :meth:`PostgresStore.store_versioned`. Raises
+        :class:`~elmstate.Conflict`, storing nothing, when it writes no row.
+        """
+        value, version = _versioned_args(key, value, version)
         try:
-            params: dict[str, Any] | None = conninfo_to_dict(conninfo)
-        except psycopg.Error:  # libpq's message may quote the string, password included
-            params = None
-        if params is None:
-            raise ValueError(
-                "conninfo_or_pool is not a valid libpq connection string or URI "
-                "(the parser's message is not shown: it may quote a password)"
-            )
-        self._password = params.get("password") or None
-        if "application_name" not in params:
-            conninfo = make_conninfo(conninfo, application_name=APPLICATION_NAME)
-        return conninfo
+            async with self._connection() as (conn, statements):
+                cursor = await conn.execute(*statements.compare_and_set(key, value, version))
+                if cursor.rowcount == 1:
+                    return version + 1
+                # A fresh snapshot under READ COMMITTED: it sees the write that won.
+                row = await (await conn.execute(statements.version, (key,))).fetchone()
+        except psycopg.errors.SerializationFailure:
+            # A stricter isolation level fails the statement instead: a conflict too.
+            async with self._connection() as (conn, statements):
+                row = await (await conn.execute(statements.version, (key,))).fetchone()
+        raise _conflict(key, version, row)
+
+    async def load_many_versioned(self, ctx: Any, keys: Any) -> list[tuple[bytes | None, int]]:
+        """The value and version of each of ``keys``, in their order: one statement,
+        so one snapshot."""
+        given = _many_keys(keys)
+        async with self._connection() as (conn, statements):
+            if not given:
+                return []
+            cursor = await conn.execute(statements.load_many, (given,), binary=True)
+            rows = await cursor.fetchall()
+        return _loaded_many(given, rows)
+
+    async def store_many_versioned(self, ctx: Any, items: Any) -> list[int]:
+        """Set every ``(key, value, version)`` of ``items`` if every key is still at
+        its ``version``; returns the new versions, in order. One statement in one
+        transaction, as :meth:`PostgresStore.store_many_versioned`.
+
+        Raises :class:`~elmstate.Conflict` for the first item whose version differs,
+        storing nothing at all.
+        """
+        keys, values, versions = _many_items(items)
+        while True:
+            async with self._connection() as (conn, statements):
+                if not keys:
+                    return []
+                if max(versions) < _MAX_VERSION and await self._store_many(
+                    conn, statements, keys, values, versions
+                ):
+                    return [version + 1 for version in versions]
+                rows = await (await conn.execute(statements.versions, (keys,))).fetchall()
+            _raise_first_conflict(keys, versions, rows)
+            # No conflict now, yet nothing was written (a serialisation failure or
+            # a deadlock): again, as the synchronous store does.
+
+    async def _store_many(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        statements: _Statements,
+        keys: list[str],
+        values: list[bytes],
+        versions: list[int],
+    ) -> bool:
+        """Whether the items were written (else nothing was)."""
+        try:
+            async with conn.transaction() as tx:
+                cursor = await conn.execute(statements.store_many, (keys, values, versions))
+                if cursor.rowcount == len(keys):
+                    return True
+                raise psycopg.Rollback(tx)
+        except _NOT_SERIALIZED:
+            pass
+        return False
+
+    async def close(self) -> None:
+        """Close the store's own connection (never a caller's pool) once the call
+        using it is done; idempotent. Later calls raise ``ValueError``."""
+        async with self._turn():
+            self._closed = True
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.close()
+
+    aclose = close  # the name contextlib.aclosing() calls
+
+    async def __aenter__(self) -> AsyncPostgresStore:
+        async with self._connection():
+            pass
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    @asynccontextmanager
+    async def _turn(self) -> AsyncIterator[None]:
+        """The owned connection's lock (calls take it in turn); nothing for a pool."""
+        if self._pool is not None:
+            yield
+            return
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            yield
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[tuple[psycopg.AsyncConnection[Any], _Statements]]:
+        """A connection for one call, and the statements (the table made first)."""
+        if self._pool is not None:
+            if self._closed:
+                raise self._closed_error()
+            # The pool commits on leaving the block (rolls back on an error) and
+            # replaces a connection that it finds broken.
+            async with self._pool.connection() as conn:
+                yield conn, self._statements or await self._create(conn)
+            return
+        async with self._turn():
+            if self._closed:
+                raise self._closed_error()
+            conn = self._conn
+            if conn is None or conn.closed:  # never opened, or lost on an earlier call
+                conn = self._conn = await self._connect()
+            yield conn, self._statements or await self._create(conn)
+
+    async def _create(self, conn: psycopg.AsyncConnection[Any]) -> _Statements:
+        """Render the statements and create the table if missing (as PostgresStore does)."""
+        statements = _Statements(self._table, conn)
+        async with conn.transaction():
+            await conn.execute(_CREATE_LOCK, _create_lock(self._table))
+            await conn.execute(statements.create)
+        self._statements = statements
+        return statements
+
+    async def _connect(self) -> psycopg.AsyncConnection[Any]:
+        try:
+            return await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+        except psycopg.Error as exc:
+            error = redacted(exc, self._password)
+            if error is exc:
+                raise
+        raise error  # outside the except block: the original is not chained
 
 
 def _table_arg(table: Any) -> None:
@@ -346,4 +559,63 @@ def _signed32(n: int) -> int:
     return n - (1 << 32) if n >= 1 << 31 else n
 
 
-check.register(check.STORES, PostgresStore)
+def _create_lock(table: str) -> tuple[int, int]:
+    """The advisory lock that serialises creating ``table`` (_CREATE_LOCK's parameters)."""
+    return _LOCK_SPACE, _signed32(zlib.crc32(table.encode()))
+
+
+# Errors after which nothing was written, so that a write may simply be tried again.
+_NOT_SERIALIZED = (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected)
+
+
+def _store_args(key: Any, value: Any) -> bytes:
+    checked = key_value(key, value)
+    _text_key(key)
+    return checked
+
+
+def _load_args(key: Any) -> None:
+    check.key_arg("key", key)
+    _text_key(key)
+
+
+def _versioned_args(key: Any, value: Any, version: Any) -> tuple[bytes, int]:
+    checked = key_value(key, value), version_arg(version)
+    _text_key(key)
+    return checked
+
+
+def _many_keys(keys: Any) -> list[str]:
+    given = keys_arg(keys)
+    for i, key in enumerate(given):
+        _text_key(key, f"keys[{i}]")
+    return given
+
+
+def _many_items(items: Any) -> tuple[list[str], list[bytes], list[int]]:
+    keys, values, versions = items_arg(items)
+    for i, key in enumerate(keys):
+        _text_key(key, f"items[{i}]: key")
+    return keys, values, versions
+
+
+def _loaded(row: Row | None) -> tuple[bytes | None, int]:
+    return (None, 0) if row is None else (bytes(row[0]), int(row[1]))
+
+
+def _loaded_many(keys: list[str], rows: list[Row]) -> list[tuple[bytes | None, int]]:
+    found = {key: (bytes(value), int(version)) for key, value, version in rows}
+    return [found.get(key, (None, 0)) for key in keys]
+
+
+def _conflict(key: str, version: int, row: Row | None) -> Conflict:
+    """store_versioned's Conflict, given the row of the version found."""
+    return Conflict(key, version, 0 if row is None else int(row[0]))
+
+
+def _raise_first_conflict(keys: list[str], versions: list[int], rows: list[Row]) -> None:
+    """The Conflict of the first item whose version differs from the one found."""
+    found = {key: int(version) for key, version in rows}
+    for key, version in zip(keys, versions):
+        if found.get(key, 0) != version:
+            raise Conflict(key, version, found.get(key, 0))

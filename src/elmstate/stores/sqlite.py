@@ -8,11 +8,16 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from .. import _validate as check
 from .._errors import Conflict
 from ._keys import items_arg, key_value, keys_arg, version_arg
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
+
+T = TypeVar("T")
 
 _TABLE = "elmstate_snapshots"
 _BUSY_SECONDS = 30.0  # how long a call waits for another writer before it raises
@@ -51,10 +56,7 @@ class SQLiteStore:
     """
 
     def __init__(self, path: str | os.PathLike[str], *, durable: bool = True) -> None:
-        if not isinstance(path, (str, os.PathLike)):
-            raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
-        if not isinstance(durable, bool):
-            raise TypeError(f"durable must be a bool, got {type(durable).__name__}")
+        _open_args(path, durable)
         self._lock = threading.Lock()
         conn = sqlite3.connect(
             path, check_same_thread=False, isolation_level=None, timeout=_BUSY_SECONDS
@@ -171,6 +173,119 @@ class SQLiteStore:
 
 
 check.register(check.STORES, SQLiteStore)
+
+
+class AsyncSQLiteStore:
+    """A :class:`~elmstate.SQLiteStore` for asyncio: the same file format, arguments and
+    rules, with coroutine methods.
+
+    Every call runs on a thread of the store's own, one call after another in
+    the order they were made, so the event loop never waits for the disk or for
+    another process's write lock. The file is opened there on the first call,
+    or on entering ``async with`` (so that a bad path fails there); the
+    constructor only checks its arguments. A call cancelled before its turn
+    does nothing; one already running finishes (its write may land).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, durable: bool = True) -> None:
+        _open_args(path, durable)
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._path = path
+        self._durable = durable
+        self._store: SQLiteStore | None = None  # opened and used on the worker thread only
+        # One thread: calls keep their order, and close() comes after every call before it.
+        self._executor: ThreadPoolExecutor | None = ThreadPoolExecutor(
+            1, thread_name_prefix="elmstate-sqlite"
+        )
+
+    async def load(self, ctx: Any, key: str) -> bytes | None:
+        """The value at ``key``, or ``None`` when absent."""
+        return await self._call(SQLiteStore.load, ctx, key)
+
+    async def store(self, ctx: Any, key: str, value: bytes) -> None:
+        """Set ``key`` to ``value`` (last writer wins), durably, in one transaction;
+        bumps its version."""
+        await self._call(SQLiteStore.store, ctx, key, value)
+
+    async def load_versioned(self, ctx: Any, key: str) -> tuple[bytes | None, int]:
+        """The value at ``key`` and its version: ``(None, 0)`` when absent."""
+        return await self._call(SQLiteStore.load_versioned, ctx, key)
+
+    async def store_versioned(self, ctx: Any, key: str, value: bytes, version: int) -> int:
+        """Set ``key`` to ``value`` if its version is still ``version``; returns the new one.
+
+        Raises :class:`~elmstate.Conflict`, storing nothing, if it is not.
+        """
+        return await self._call(SQLiteStore.store_versioned, ctx, key, value, version)
+
+    async def load_many_versioned(self, ctx: Any, keys: Any) -> list[tuple[bytes | None, int]]:
+        """The value and version of each of ``keys``, in their order, read in one
+        transaction (one snapshot of the file)."""
+        return await self._call(SQLiteStore.load_many_versioned, ctx, keys)
+
+    async def store_many_versioned(self, ctx: Any, items: Any) -> list[int]:
+        """Set every ``(key, value, version)`` of ``items`` if every key is still at
+        its ``version``; returns the new versions, in order. One transaction, as
+        :meth:`~elmstate.SQLiteStore.store_many_versioned`.
+
+        Raises :class:`~elmstate.Conflict` for the first item whose version differs,
+        storing nothing at all.
+        """
+        return await self._call(SQLiteStore.store_many_versioned, ctx, items)
+
+    async def close(self) -> None:
+        """Close the file once the calls made before have run; idempotent. Later
+        calls raise ``ValueError``. Cancelling the wait does not stop the closing."""
+        import asyncio
+
+        executor, self._executor = self._executor, None
+        if executor is None:
+            return
+        closing = asyncio.get_running_loop().run_in_executor(executor, self._close_store)
+        executor.shutdown(wait=False)  # its thread ends once the queue is done
+        await asyncio.shield(closing)
+
+    aclose = close  # the name contextlib.aclosing() calls
+
+    async def __aenter__(self) -> AsyncSQLiteStore:
+        await self._call(_opened)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def _call(self, method: Callable[..., T], *args: Any) -> T:
+        """``method(store, *args)`` on the store's thread, the file opened first."""
+        import asyncio
+
+        executor = self._executor
+        if executor is None:
+            raise ValueError("the AsyncSQLiteStore is closed")
+        return await asyncio.get_running_loop().run_in_executor(executor, self._run, method, args)
+
+    def _run(self, method: Callable[..., T], args: tuple[Any, ...]) -> T:
+        store = self._store
+        if store is None:
+            store = self._store = SQLiteStore(self._path, durable=self._durable)
+        return method(store, *args)
+
+    def _close_store(self) -> None:
+        store, self._store = self._store, None
+        if store is not None:
+            store.close()
+
+
+def _open_args(path: Any, durable: Any) -> None:
+    """The checks of both stores' constructors."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+    if not isinstance(durable, bool):
+        raise TypeError(f"durable must be a bool, got {type(durable).__name__}")
+
+
+def _opened(store: SQLiteStore) -> None:
+    """A call that does nothing but open the file (``async with`` makes it)."""
 
 
 @contextmanager
