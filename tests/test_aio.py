@@ -818,3 +818,14 @@ def test_the_synchronous_modes_refuse_an_awaitable_too(elm, where):
     with pytest.raises(TypeError, match=rf"^{where} returned an awaitable \(coroutine\)"):
         elm.run(init, update, view, buf, consumer, replay=replay)
     gc.collect()  # closed: no warning that a coroutine was never awaited
+
+
+def test_the_async_classes_match_the_async_protocols(elm, tmp_path):
+    typing = elm.typing
+    buf = elm.aio.Buffer()
+    consumer = buf.new_consumer()
+    assert isinstance(buf, typing.Producer)
+    assert isinstance(consumer, typing.AsyncConsumer)
+    store = elm.stores.sqlite.AsyncSQLiteStore(tmp_path / "s.sqlite3")  # opens on first use
+    assert isinstance(store, typing.AsyncStore)
+    assert not isinstance(object(), typing.AsyncConsumer)
