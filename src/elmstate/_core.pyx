@@ -1166,24 +1166,9 @@ cdef class _Program:
             if PyList_GET_SIZE(command) == 0:
                 return self._put_nothing(ctx)
             entries = command
-        elif isinstance(command, check.TEXT):
-            raise check.not_iterable(command)
         else:
-            try:
-                entries = iter(command)
-            except TypeError:
-                raise check.not_iterable(command) from None
-        messages = None
-        for entry in entries:
-            if entry is not None:
-                if not callable(entry):
-                    raise check.not_callable_entry(entry)
-                message = entry()
-                if message is not None:
-                    if messages is None:
-                        messages = [message]
-                    else:
-                        messages.append(message)
+            entries = _entries_of(command)
+        messages = _collect(entries)
         if messages is None:
             return self._put_nothing(ctx)
         return self._put(ctx, messages)
@@ -1259,41 +1244,53 @@ cdef class _Program:
         """The command's entries, called in order. Returns None when none returned
         a message, the list of messages, or, when one returned an awaitable, an
         ``_Awaiting`` of everything they returned (in entry order, Nones left out)."""
-        cdef list results = None
-        cdef bint waits = False
+        cdef list results
         if self.replay is not None and self._replaying():
             return None
         if command is None:
             return None
         if type(command) is tuple or type(command) is list:
             entries = command
-        elif isinstance(command, check.TEXT):
-            raise check.not_iterable(command)
         else:
-            try:
-                entries = iter(command)
-            except TypeError:
-                raise check.not_iterable(command) from None
-        try:
-            for entry in entries:
-                if entry is not None:
-                    if not callable(entry):
-                        raise check.not_callable_entry(entry)
-                    message = entry()
-                    if message is not None:
-                        if _awaitable(message):
-                            waits = True
-                        if results is None:
-                            results = [message]
-                        else:
-                            results.append(message)
-        except BaseException:
-            if waits:  # returned, never to be awaited: closed
-                check.close_awaitables(results)
-            raise
-        if waits:
-            return _Awaiting(results)
+            entries = _entries_of(command)
+        results = _collect(entries)
+        if results is not None:
+            for result in results:
+                if _awaitable(result):
+                    return _Awaiting(results)
         return results
+
+
+cdef object _entries_of(object command):
+    """A command that is not a tuple or a list, as an iterator over its entries."""
+    if isinstance(command, check.TEXT):
+        raise check.not_iterable(command)
+    try:
+        return iter(command)
+    except TypeError:
+        raise check.not_iterable(command) from None
+
+
+cdef list _collect(object entries):
+    """Call each entry in order: the results that are not None, or None if none is.
+    If one raises, the awaitables returned before it (elmstate.aio) are closed."""
+    cdef list results = None
+    try:
+        for entry in entries:
+            if entry is not None:
+                if not callable(entry):
+                    raise check.not_callable_entry(entry)
+                result = entry()
+                if result is not None:
+                    if results is None:
+                        results = [result]
+                    else:
+                        results.append(result)
+    except BaseException:
+        if results is not None:  # returned, never to be awaited: closed
+            check.close_awaitables(results)
+        raise
+    return results
 
 
 cdef class _Awaiting:

@@ -1050,25 +1050,14 @@ class _Program:
         if command is None or skip:
             self.put(ctx)
             return
-        entries: Iterable[Callable[[], Any] | None]
         if type(command) is tuple or type(command) is list:
-            entries = command
-        elif isinstance(command, check.TEXT):
-            raise check.not_iterable(command)
+            messages = _collect(command)
         else:
-            try:
-                entries = iter(command)
-            except TypeError:
-                raise check.not_iterable(command) from None
-        messages = []
-        for entry in entries:
-            if entry is not None:
-                if not callable(entry):
-                    raise check.not_callable_entry(entry)
-                message = entry()
-                if message is not None:
-                    messages.append(message)
-        self.put(ctx, *messages)
+            messages = _collect(_entries_of(command))
+        if messages is None:
+            self.put(ctx)
+        else:
+            self.put(ctx, *messages)
 
     # elmstate.aio: the same tick, its awaits left to the caller (aio/_loop.py).
     # A callback that must be synchronous and returns an awaitable is refused.
@@ -1143,42 +1132,51 @@ class _Program:
         """The command's entries, called in order. Returns None when none returned
         a message, the list of messages, or, when one returned an awaitable, an
         ``_Awaiting`` of everything they returned (in entry order, Nones left out)."""
-        results: list[Any] | None = None
-        waits = False
         if self.replay is not None and self._replaying():
             return None
         if command is None:
             return None
-        entries: Iterable[Callable[[], Any] | None]
         if type(command) is tuple or type(command) is list:
-            entries = command
-        elif isinstance(command, check.TEXT):
-            raise check.not_iterable(command)
+            results = _collect(command)
         else:
-            try:
-                entries = iter(command)
-            except TypeError:
-                raise check.not_iterable(command) from None
-        try:
-            for entry in entries:
-                if entry is not None:
-                    if not callable(entry):
-                        raise check.not_callable_entry(entry)
-                    message = entry()
-                    if message is not None:
-                        if check.awaitable(message):
-                            waits = True
-                        if results is None:
-                            results = [message]
-                        else:
-                            results.append(message)
-        except BaseException:
-            if waits:  # returned, never to be awaited: closed
-                check.close_awaitables(results)
-            raise
-        if waits:
-            return _Awaiting(cast("list[Any]", results))
+            results = _collect(_entries_of(command))
+        if results is not None:
+            for result in results:
+                if check.awaitable(result):
+                    return _Awaiting(results)
         return results
+
+
+def _entries_of(command: Any) -> Any:
+    """A command that is not a tuple or a list, as an iterator over its entries."""
+    if isinstance(command, check.TEXT):
+        raise check.not_iterable(command)
+    try:
+        return iter(command)
+    except TypeError:
+        raise check.not_iterable(command) from None
+
+
+def _collect(entries: Iterable[Callable[[], Any] | None]) -> list[Any] | None:
+    """Call each entry in order: the results that are not None, or None if none is.
+    If one raises, the awaitables returned before it (elmstate.aio) are closed."""
+    results: list[Any] | None = None
+    try:
+        for entry in entries:
+            if entry is not None:
+                if not callable(entry):
+                    raise check.not_callable_entry(entry)
+                result = entry()
+                if result is not None:
+                    if results is None:
+                        results = [result]
+                    else:
+                        results.append(result)
+    except BaseException:
+        if results is not None:  # returned, never to be awaited: closed
+            check.close_awaitables(results)
+        raise
+    return results
 
 
 class _Awaiting:
