@@ -14,6 +14,9 @@ Cases, on the workload of workload.py (int messages, a transform adding 1 to the
 model, a view that stores it): the hand-written floor (``workload.floor`` over a
 list), and ``run`` over a Buffer pre-filled with every message, its transforms
 returning ``None`` or ``()`` as the command, on the compiled and on the pure core;
+``await aio.run(...)`` the same way, over a pre-filled ``aio.Buffer`` in asyncio's
+default event loop (made in the set-up; its fairness yield, once per
+millisecond natively, is turned off: see ``aio_run``);
 the same over a bounded Buffer (``maxsize`` = the messages: full, never waiting);
 and the Buffer's two per-message calls alone in a Python loop: an empty ``put``
 and a ``get`` of a held message, unbounded and bounded. The bounded rows are
@@ -64,6 +67,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 
@@ -124,6 +128,8 @@ def child(case: str, mode: str, n: int, core: str) -> None:
                         put(None)
                 held = len(msgs) if case != "put-empty" else 0
                 workload.last[0] = n if len(buf) == held else None
+    elif case in ("aio-run-none", "aio-run-empty"):
+        aio_run(elmstate, workload, case, mode, msgs)
     else:
         update = {
             "run-none": workload.update,
@@ -141,6 +147,43 @@ def child(case: str, mode: str, n: int, core: str) -> None:
                     pass
     if mode == "full" and workload.last[0] != n:
         raise SystemExit(f"{case}: the last view saw {workload.last[0]!r}, not {n}")
+
+
+def aio_run(elmstate: Any, workload: Any, case: str, mode: str, msgs: list[int]) -> None:
+    """``await aio.run(...)`` over an ``aio.Buffer`` pre-filled with every message, in
+    asyncio's default event loop, made (and closed) in the set-up of every run.
+
+    The loop's fairness yield (one per ``elmstate.aio._loop.SLICE`` seconds of
+    work) is set to come never: under valgrind, some 50 times slower, it would
+    come every hundred-odd messages instead of every several thousand, and how
+    often depends on wall time. Natively it is one event-loop turn per
+    millisecond; compare.py's times include it.
+    """
+    import asyncio
+
+    import elmstate.aio
+    from elmstate.aio import _loop
+
+    if not isinstance(getattr(_loop, "SLICE", None), float):
+        raise SystemExit("elmstate.aio._loop.SLICE is gone: update bench/callgrind.py")
+    _loop.SLICE = 1e9
+    update = workload.update if case == "aio-run-none" else workload.update_empty
+    loop = asyncio.new_event_loop()
+    try:
+        with elmstate.aio.Buffer() as buf, buf.new_consumer() as consumer:
+            buf.put(None, *msgs)
+
+            async def main() -> None:
+                try:
+                    await elmstate.aio.run(workload.init, update, workload.view, buf, consumer)
+                except workload.Stop:
+                    pass
+
+            settle()
+            if mode == "full":
+                loop.run_until_complete(main())
+    finally:
+        loop.close()
 
 
 # ------------------------------------------------------------------------ driver
@@ -166,6 +209,10 @@ CASES = [
     Case("run, () command, compiled", "run-empty", "compiled"),
     Case("run, None command, pure", "run-none", "pure"),
     Case("run, () command, pure", "run-empty", "pure"),
+    Case("aio.run, None command, compiled", "aio-run-none", "compiled"),
+    Case("aio.run, () command, compiled", "aio-run-empty", "compiled"),
+    Case("aio.run, None command, pure", "aio-run-none", "pure"),
+    Case("aio.run, () command, pure", "aio-run-empty", "pure"),
     Case("Buffer put(ctx), no values, compiled", "put-empty", "compiled"),
     Case("Buffer get(), message held, compiled", "get", "compiled"),
     Case("Buffer put(ctx), no values, pure", "put-empty", "pure"),

@@ -15,6 +15,14 @@ adds 1 to the model; ``view`` stores the model; no commands. The last message is
 instead of ``None`` as the command (``workload.update_empty``): what an empty
 command costs the loop. Their floor is the same hand-written loop.
 
+The ``aio.run`` rows await ``elmstate.aio.run`` over an ``aio.Buffer`` filled
+before the clock starts, in an event loop made (untimed) for the call: asyncio's
+default loop, or uvloop's (informative; left out where uvloop is not
+installed); the clock is around the ``await`` only. The pure row imports a
+second generation of ``elmstate.aio`` bound to the pure core (aio_cores.py).
+The "asyncio.Queue loop" peer is the same loop written by hand over an
+``asyncio.Queue``, in asyncio's default loop.
+
 What the clock sees of the Buffer's cleaner: it drops committed messages in a
 pass on another thread (elmstate's timer or worker thread), at most once per
 cooldown (0.01 s); that thread waits up to ``sys.getswitchinterval()`` (0.005 s)
@@ -53,6 +61,7 @@ from types import ModuleType
 from typing import Any, Callable
 
 import aggregates
+import aio_cores
 import workload
 from aggregates import AGGREGATE_BATCH, AggregateGroup
 from workload import (
@@ -213,6 +222,46 @@ def asyncio_queue(msgs: list[int]) -> float:
         return time.perf_counter() - start
 
     return asyncio.run(main())
+
+
+def aio_run(
+    aio: ModuleType,
+    update: Callable[[int], Any] = update,
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
+) -> Callable[[list[int]], float]:
+    """``await aio.run(...)`` over a pre-filled ``aio.Buffer``, in an event loop made
+    untimed (``loop_factory``'s, else asyncio's default); the clock is around the
+    await only."""
+
+    def contender(msgs: list[int]) -> float:
+        async def main() -> float:
+            with aio.Buffer() as buf, buf.new_consumer() as consumer:
+                buf.put(None, *msgs)
+                start = time.perf_counter()
+                try:
+                    await aio.run(init, update, view, buf, consumer)
+                except Stop:
+                    pass
+                return time.perf_counter() - start
+
+        loop = (loop_factory or asyncio.new_event_loop)()
+        try:
+            return loop.run_until_complete(main())
+        finally:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    return contender
+
+
+def uvloop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's ``new_event_loop``, or None where uvloop is not installed."""
+    try:
+        uvloop = importlib.import_module("uvloop")
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
 
 
 def pydux_store(msgs: list[int]) -> float:
@@ -401,6 +450,31 @@ def contenders(n: int, pure_n: int, keys: int, postgres: str, redis: str) -> lis
                 target_ns=60,
             ),
         ]
+    compiled_aio = aio_cores.compiled_aio()
+    if compiled_aio is None:
+        if compiled is not None:
+            print("skipped the compiled aio.run rows: elmstate.aio runs on the pure core here")
+    else:
+        out += [
+            Contender("elmstate aio.run, compiled", aio_run(compiled_aio), n, 1.5),
+            Contender(
+                "elmstate aio.run, () command, compiled",
+                aio_run(compiled_aio, update_empty),
+                n,
+                1.5,
+            ),
+        ]
+        factory = uvloop_factory()
+        if factory is None:
+            print("skipped elmstate aio.run, uvloop: uvloop is not installed (pip install uvloop)")
+        else:
+            out.append(
+                Contender(
+                    "elmstate aio.run, uvloop, compiled",
+                    aio_run(compiled_aio, loop_factory=factory),
+                    n,
+                )
+            )
     out += [
         Contender("elmstate run, pure", core_run(pure), pure_n, 5.0),
         Contender("elmstate run, () command, pure", core_run(pure, update_empty), pure_n, 5.0),
@@ -410,6 +484,7 @@ def contenders(n: int, pure_n: int, keys: int, postgres: str, redis: str) -> lis
             core_batch(pure, update=update_empty),
             pure_n,
         ),
+        Contender("elmstate aio.run, pure", aio_run(aio_cores.pure_aio()), pure_n),
     ]
     out += [
         Contender(
