@@ -55,29 +55,20 @@ def aggregate(
     another writer saved ``key`` since it was loaded, :class:`~elmstate.Conflict`
     is raised and nothing is stored.
     """
-    # Every check in one expression for the common case: a call per argument
-    # would cost a frame each, a third of aggregate's own work. Only when one
-    # fails do the checks that name the argument run.
-    if not (
-        callable(init)
-        and callable(update)
-        and callable(view)
-        and id(type(producer)) in check.PRODUCERS
-        and id(type(consumer)) in check.CONSUMERS
-        and callable(fetcher)
-        and id(type(store)) in check.STORES
-        and callable(hydrator)
-        and callable(dehydrator)
-        and type(key) is str
-        and (replay is None or callable(replay))
-        and type(feed) is str
-        and (feed == "inline" or feed == "thread")
-    ):
-        _check_args(
-            init, update, view, producer, consumer, fetcher, store, hydrator, dehydrator, key
-        )
-        check.optional_callable_arg("replay", replay)
-        check.feed_arg(feed)
+    _checks(
+        init,
+        update,
+        view,
+        producer,
+        consumer,
+        fetcher,
+        store,
+        hydrator,
+        dehydrator,
+        key,
+        replay,
+        feed,
+    )
     ctx = core._context_arg(ctx)
 
     versioned = _versioned(store)
@@ -113,6 +104,46 @@ def aggregate(
     else:
         versioned.store_versioned(ctx, key, value, version)
     return model
+
+
+def _checks(
+    init: Any,
+    update: Any,
+    view: Any,
+    producer: Any,
+    consumer: Any,
+    fetcher: Any,
+    store: Any,
+    hydrator: Any,
+    dehydrator: Any,
+    key: Any,
+    replay: Any,
+    feed: Any,
+) -> None:
+    """aggregate's argument checks (and elmstate.aio's)."""
+    # Every check in one expression for the common case: a call per argument
+    # would cost a frame each, a third of aggregate's own work. Only when one
+    # fails do the checks that name the argument run.
+    if not (
+        callable(init)
+        and callable(update)
+        and callable(view)
+        and id(type(producer)) in check.PRODUCERS
+        and id(type(consumer)) in check.CONSUMERS
+        and callable(fetcher)
+        and id(type(store)) in check.STORES
+        and callable(hydrator)
+        and callable(dehydrator)
+        and type(key) is str
+        and (replay is None or callable(replay))
+        and type(feed) is str
+        and (feed == "inline" or feed == "thread")
+    ):
+        _check_args(
+            init, update, view, producer, consumer, fetcher, store, hydrator, dehydrator, key
+        )
+        check.optional_callable_arg("replay", replay)
+        check.feed_arg(feed)
 
 
 def _check_args(

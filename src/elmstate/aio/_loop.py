@@ -149,12 +149,18 @@ class Loop:
     def model(self) -> Any:
         return self.program.model
 
+    # Each step that may or may not have to wait returns None when it is done,
+    # or the awaitable to await: a coroutine per step would cost a frame each,
+    # most of what aio.aggregate adds to the work it runs.
+
     async def run(self) -> NoReturn:
         """Tick until an exception ends the loop (a batch: Drained)."""
         ctx = self.ctx
         if ctx.done:
             raise ctx.err.with_traceback(None)
-        await self.finish(self.program._aio_start(ctx, self.direct))
+        pending = self.finish(self.program._aio_start(ctx, self.direct))
+        if pending is not None:
+            await pending
         ticking = False  # a failure rolls back only inside a tick
         try:
             if self.direct is not None and self.put is None:
@@ -183,7 +189,10 @@ class Loop:
                 if ctx.done:
                     raise ctx.err.with_traceback(None)
                 ticking = True
-                await self.tick(await self.get())
+                message = self.get()
+                if message is not None and _awaitable(message):
+                    message = await message
+                await self.tick(message)
                 ticking = False
                 if _clock() >= yield_at:
                     await _yield()
@@ -199,45 +208,52 @@ class Loop:
         """A later tick, for a message read and not yet committed."""
         if type(message) is _End:
             message = await self.past_marker(message)
-        await self.finish(self.program._aio_tick(self.ctx, message))
-        await self.commit()
+        pending = self.finish(self.program._aio_tick(self.ctx, message))
+        if pending is not None:
+            await pending
+        pending = self.commit()
+        if pending is not None:
+            await pending
 
-    async def finish(self, out: Any) -> None:
+    def finish(self, out: Any) -> Any:
         """A tick's end past its entries: await them, then put their messages."""
         if out is None:
-            messages = []
-        elif type(out) is list:
-            messages = out
-        else:
-            messages = await settle(out.results)
-        await self.emit(messages)
+            return self.emit([])
+        if type(out) is list:
+            return self.emit(out)
+        return self._finish_later(out.results)
 
-    async def emit(self, messages: list[Any]) -> None:
+    async def _finish_later(self, results: list[Any]) -> None:
+        pending = self.emit(await settle(results))
+        if pending is not None:
+            await pending
+
+    def emit(self, messages: list[Any]) -> Any:
+        """The producer's put."""
         if self.put is None:
             self.program._aio_put(self.ctx, messages)
-        else:
-            done = self.put(self.ctx, *messages)
-            if done is not None and _awaitable(done):
-                await done
+            return None
+        done = self.put(self.ctx, *messages)
+        return done if done is not None and _awaitable(done) else None
 
-    async def get(self) -> Any:
+    def get(self) -> Any:
+        """The consumer's get: a message, or an awaitable of one."""
         if self.direct is not None:
             message = self.direct._aio_get(self.ctx, None)
             if message is _EMPTY:
-                message = await next_message(self.direct, self.ctx)
+                return next_message(self.direct, self.ctx)
+            if message is not None and _awaitable(message):
+                return _Ready(message)  # a message that is itself awaitable, as it is
             return message
-        message = self.consumer.get(self.ctx)
-        if message is not None and _awaitable(message):
-            message = await message
-        return message
+        return self.consumer.get(self.ctx)
 
-    async def commit(self) -> None:
+    def commit(self) -> Any:
+        """The consumer's commit."""
         if self.direct is not None:
             self.direct.commit()
-            return
+            return None
         done = self.consumer.commit()
-        if done is not None and _awaitable(done):
-            await done
+        return done if done is not None and _awaitable(done) else None
 
     async def rollback(self) -> None:
         """Roll back, quietly: the tick's own error is the one to report."""
@@ -257,7 +273,9 @@ class Loop:
         after_end = False
         while True:
             try:
-                await self.commit()
+                pending = self.commit()
+                if pending is not None:
+                    await pending
             except BaseException:
                 await self.rollback()
                 raise
@@ -265,11 +283,15 @@ class Loop:
                 if after_end:
                     self.drained = True
                     raise Drained
-                await self.emit([marker])  # behind everything commands produced meanwhile
+                pending = self.emit([marker])  # behind everything commands produced meanwhile
+                if pending is not None:
+                    await pending
                 after_end = True
             elif marker is self.fetch:
                 await self.feed()  # everything ahead of it was processed
-            marker = await self.get()
+            marker = self.get()
+            if marker is not None and _awaitable(marker):
+                marker = await marker
             if type(marker) is not _End:
                 return marker
 
@@ -278,17 +300,35 @@ class Loop:
         ctx = self.ctx
         if ctx.done:  # between pages too: a fetcher that keeps saying more=True
             raise ctx.err.with_traceback(None)
-        messages, more = await fetch(self.fetcher, ctx)
+        reply = self.fetcher(ctx)
+        if _awaitable(reply):
+            reply = await reply
+        messages, more = page(reply)
         marker = self.fetch if more else self.end  # before the put: a page is all or nothing
-        await self.emit(list(messages))
-        await self.emit([marker])
+        pending = self.emit(list(messages))
+        if pending is not None:
+            await pending
+        pending = self.emit([marker])
+        if pending is not None:
+            await pending
 
 
-async def fetch(fetcher: Any, ctx: Any) -> tuple[tuple[Any, ...], bool]:
-    """One page from ``fetcher``, sync or async, checked."""
-    reply = fetcher(ctx)
-    if _awaitable(reply):
-        reply = await reply
+class _Ready:
+    """An awaitable of a message already read that is itself awaitable (a future
+    sent as a message): awaiting it gives the message, not the future's result."""
+
+    __slots__ = ("message",)
+
+    def __init__(self, message: Any) -> None:
+        self.message = message
+
+    def __await__(self) -> Any:
+        return self.message
+        yield  # a generator: the function's await gives the message back at once
+
+
+def page(reply: Any) -> tuple[tuple[Any, ...], bool]:
+    """A fetcher's reply, checked: ``(messages, more)``."""
     messages, more = check.pair("fetcher", reply, "(messages, more)")
     return check.messages("fetcher", messages), more
 

@@ -27,7 +27,7 @@ from ..typing import (
     Update,
     View,
 )
-from ._loop import Drained, Loop, fetch, own_context
+from ._loop import Drained, Loop, own_context, page
 from ._sync import sync_args
 
 _awaitable = check.awaitable
@@ -147,7 +147,10 @@ async def _feed(
     """The feeder task: pages from the fetcher into the producer, then the end marker."""
     try:
         while not ctx.done:
-            messages, more = await fetch(fetcher, ctx)
+            reply = fetcher(ctx)
+            if _awaitable(reply):
+                reply = await reply
+            messages, more = page(reply)
             done = producer.put(ctx, *messages)
             if done is not None and _awaitable(done):
                 await done
@@ -193,11 +196,20 @@ async def aggregate(
 ) -> Model:
     """Load the model at ``key``, run a batch on it, and store the result on
     success; returns the stored model. Store methods may be sync or async."""
-    _aggregate._check_args(
-        init, update, view, producer, consumer, fetcher, store, hydrator, dehydrator, key
+    _aggregate._checks(
+        init,
+        update,
+        view,
+        producer,
+        consumer,
+        fetcher,
+        store,
+        hydrator,
+        dehydrator,
+        key,
+        replay,
+        feed,
     )
-    check.optional_callable_arg("replay", replay)
-    check.feed_arg(feed)
     sync_args(
         init=init,
         update=update,
@@ -208,23 +220,41 @@ async def aggregate(
     )
     outer = core._context_arg(ctx)
     inner = own_context(outer)
+    either: Any = store  # sync or async: each reply is awaited if it is an awaitable
     try:
-        model: Model = await _aggregate_in(
-            init,
-            update,
-            view,
-            producer,
-            consumer,
-            fetcher,
-            store,
-            hydrator,
-            dehydrator,
-            key,
-            outer,
-            inner,
-            replay,
-            feed,
+        versioned: Any = _aggregate._versioned(either)
+        version = 0
+        if versioned is None:
+            value = either.load(inner, key)
+            if value is not None and _awaitable(value):
+                value = await value
+        else:
+            reply = versioned.load_versioned(inner, key)
+            if _awaitable(reply):
+                reply = await reply
+            value, version = check.pair("store.load_versioned", reply, "(value, version)")
+        if value is not None:
+            root, references = _aggregate._hydrate(inner, hydrator, key, value)
+            if references is not None:
+                await _follow(
+                    either, inner, _aggregate._Loader(inner, hydrator).follow(key, root, references)
+                )
+            if root is not None:
+
+                def init() -> tuple[Any, None]:
+                    return root, None
+
+        model: Model = await _batch(
+            init, update, view, producer, consumer, fetcher, outer, inner, replay, feed
         )
+        value = _aggregate._dehydrate(dehydrator, inner, key, model)
+        done = (
+            either.store(inner, key, value)
+            if versioned is None
+            else versioned.store_versioned(inner, key, value, version)
+        )
+        if done is not None and _awaitable(done):
+            await done
     except Canceled as exc:
         if ended_by_caller(outer, exc):
             raise caller_error(outer) from None
@@ -234,55 +264,14 @@ async def aggregate(
     return model
 
 
-async def _aggregate_in(
-    init: Any,
-    update: Any,
-    view: Any,
-    producer: Any,
-    consumer: Any,
-    fetcher: Any,
-    store: Any,
-    hydrator: Any,
-    dehydrator: Any,
-    key: str,
-    outer: Any,
-    ctx: Any,
-    replay: Any,
-    feed: str,
-) -> Any:
-    versioned = _aggregate._versioned(store)
-    version = 0
-    if versioned is None:
-        value = await _maybe(store.load(ctx, key))
-    else:
-        reply = await _maybe(versioned.load_versioned(ctx, key))
-        value, version = check.pair("store.load_versioned", reply, "(value, version)")
-    if value is not None:
-        root, references = _aggregate._hydrate(ctx, hydrator, key, value)
-        if references is not None:
-            steps = _aggregate._Loader(ctx, hydrator).follow(key, root, references)
-            try:
-                other = next(steps)
-                while True:
-                    other = steps.send(await _maybe(store.load(ctx, other)))
-            except StopIteration:
-                pass
-        if root is not None:
-
-            def init() -> tuple[Any, None]:
-                return root, None
-
-    model = await _batch(init, update, view, producer, consumer, fetcher, outer, ctx, replay, feed)
-    value = _aggregate._dehydrate(dehydrator, ctx, key, model)
-    if versioned is None:
-        await _maybe(store.store(ctx, key, value))
-    else:
-        await _maybe(versioned.store_versioned(ctx, key, value, version))
-    return model
-
-
-async def _maybe(value: Any) -> Any:
-    """``value``, awaited when it is an awaitable (a protocol method may be either)."""
-    if value is not None and _awaitable(value):
-        return await value
-    return value
+async def _follow(store: Any, ctx: Any, steps: Any) -> None:
+    """Load the keys the read-only models ask for, through the store's plain load."""
+    try:
+        other = next(steps)
+        while True:
+            value = store.load(ctx, other)
+            if value is not None and _awaitable(value):
+                value = await value
+            other = steps.send(value)
+    except StopIteration:
+        pass

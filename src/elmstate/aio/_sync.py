@@ -5,12 +5,19 @@ from __future__ import annotations
 
 import functools
 import inspect
+from types import FunctionType
 from typing import Any
+
+_CO_COROUTINE = inspect.CO_COROUTINE
 
 
 def is_async(fn: Any) -> bool:
     """Whether calling ``fn`` makes a coroutine: an ``async def`` function or
     method, also behind ``functools.partial``, or an object whose ``__call__`` is one."""
+    if type(fn) is FunctionType and not hasattr(fn, "_is_coroutine_marker"):
+        # a plain function, not marked by inspect.markcoroutinefunction: its code says
+        # (inspect.iscoroutinefunction, in a fraction of the time: every call checks)
+        return bool(fn.__code__.co_flags & _CO_COROUTINE)
     while isinstance(fn, (functools.partial, functools.partialmethod)):
         fn = fn.func
     if inspect.iscoroutinefunction(fn):
