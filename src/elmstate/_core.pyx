@@ -1199,12 +1199,14 @@ cdef class _Program:
         """A later tick, for a message the caller read, but its put and commit."""
         return self._aio_entries(ctx, self._apply(message))
 
-    def _aio_put(self, Context ctx, list messages):
-        """The put of a tick whose entries were awaited (the producer is a Buffer)."""
-        if messages:
-            self._put(ctx, messages)
-        else:
-            self._put_nothing(ctx)
+    def _aio_put(self, Context ctx, messages):
+        """A put into the Buffer producer, of a list or a tuple: a tick's messages
+        once its entries were awaited, a page, a marker."""
+        if self.buffer is None:
+            raise RuntimeError("_aio_put needs a Buffer producer")
+        if type(messages) is not list and type(messages) is not tuple:
+            messages = list(messages)
+        self.buffer._put_seq(ctx, messages)  # none: only the put's checks
 
     def _aio_drain(self, BufferConsumer direct, Context ctx, double seconds):
         """Whole ticks, read from ``direct`` and put into the Buffer producer, for

@@ -1072,8 +1072,11 @@ class _Program:
         """A later tick, for a message the caller read, but its put and commit."""
         return self._aio_entries(ctx, self._apply(message))
 
-    def _aio_put(self, ctx: Context, messages: list[Any]) -> None:
-        """The put of a tick whose entries were awaited (the producer is a Buffer)."""
+    def _aio_put(self, ctx: Context, messages: Sequence[Any]) -> None:
+        """A put into the Buffer producer, of a list or a tuple: a tick's messages
+        once its entries were awaited, a page, a marker."""
+        if self.buffer is None:
+            raise RuntimeError("_aio_put needs a Buffer producer")
         self.put(ctx, *messages)
 
     def _aio_drain(self, direct: BufferConsumer, ctx: Context, seconds: float) -> Any:

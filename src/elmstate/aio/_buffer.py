@@ -172,3 +172,8 @@ class BufferConsumer(Generic[T]):
 
     def __class_getitem__(cls, item: Any) -> GenericAlias:
         return GenericAlias(cls, item)
+
+
+# The library's own producer and consumer: the argument checks know their methods.
+check.register(check.PRODUCERS, Buffer)
+check.register(check.CONSUMERS, BufferConsumer)

@@ -34,24 +34,6 @@ class Drained(Exception):
     """The batch's input is exhausted and its queue drained."""
 
 
-def core_buffer(producer: Any) -> Any:
-    """The core Buffer behind ``producer``, or None: puts into it need no await."""
-    if type(producer) is core.Buffer:
-        return producer
-    if type(producer) is Buffer:
-        return producer._buffer
-    return None
-
-
-def core_consumer(consumer: Any) -> Any:
-    """The core BufferConsumer behind ``consumer``, or None."""
-    if type(consumer) is core.BufferConsumer:
-        return consumer
-    if type(consumer) is BufferConsumer:
-        return consumer._consumer
-    return None
-
-
 async def settle(results: list[Any]) -> list[Any]:
     """Await a tick's awaitables concurrently; its messages in entry order.
 
@@ -131,23 +113,32 @@ class Loop:
         ctx: Any,
         replay: Any,
     ) -> None:
-        buffer = core_buffer(producer)
+        # the core Buffer and consumer behind producer and consumer, if any: their
+        # puts need no await, their ticks run in the core (_aio_drain)
+        if type(producer) is core.Buffer:
+            buffer = producer
+        elif type(producer) is Buffer:
+            buffer = producer._buffer
+        else:
+            buffer = None
         self.program = core._Program(
             init, update, view, producer if buffer is None else buffer, replay
         )
         self.put = None if buffer is not None else producer.put  # None: the core puts
         self.consumer = consumer
-        self.direct = core_consumer(consumer)
+        self.direct: Any
+        if type(consumer) is core.BufferConsumer:
+            self.direct = consumer
+        elif type(consumer) is BufferConsumer:
+            self.direct = consumer._consumer
+        else:
+            self.direct = None
         self.ctx = ctx
         # a batch's markers (docs/contract.md#batch): None in run
         self.end: Any = None
         self.fetch: Any = None
         self.fetcher: Any = None
         self.drained = False
-
-    @property
-    def model(self) -> Any:
-        return self.program.model
 
     # Each step that may or may not have to wait returns None when it is done,
     # or the awaitable to await: a coroutine per step would cost a frame each,
@@ -228,7 +219,7 @@ class Loop:
         if pending is not None:
             await pending
 
-    def emit(self, messages: list[Any]) -> Any:
+    def emit(self, messages: list[Any] | tuple[Any, ...]) -> Any:
         """The producer's put."""
         if self.put is None:
             self.program._aio_put(self.ctx, messages)
@@ -283,7 +274,7 @@ class Loop:
                 if after_end:
                     self.drained = True
                     raise Drained
-                pending = self.emit([marker])  # behind everything commands produced meanwhile
+                pending = self.emit((marker,))  # behind everything commands produced meanwhile
                 if pending is not None:
                     await pending
                 after_end = True
@@ -305,10 +296,10 @@ class Loop:
             reply = await reply
         messages, more = page(reply)
         marker = self.fetch if more else self.end  # before the put: a page is all or nothing
-        pending = self.emit(list(messages))
+        pending = self.emit(messages)
         if pending is not None:
             await pending
-        pending = self.emit([marker])
+        pending = self.emit((marker,))
         if pending is not None:
             await pending
 
@@ -327,12 +318,20 @@ class _Ready:
         yield  # a generator: the function's await gives the message back at once
 
 
-def page(reply: Any) -> tuple[tuple[Any, ...], bool]:
-    """A fetcher's reply, checked: ``(messages, more)``."""
+def page(reply: Any) -> tuple[list[Any] | tuple[Any, ...], bool]:
+    """A fetcher's reply, checked: ``(messages, more)``, the messages a list or tuple."""
+    if type(reply) is tuple and len(reply) == 2 and type(reply[0]) in (list, tuple):
+        return reply
     messages, more = check.pair("fetcher", reply, "(messages, more)")
     return check.messages("fetcher", messages), more
 
 
-def own_context(outer: Any) -> Any:
-    """The loop's own context, a child of the caller's: a cancelled task ends it."""
-    return core.Context(outer)
+def contexts(ctx: Any) -> tuple[Any, Any]:
+    """The caller's context and the call's own, a child of it: a cancelled task
+    ends the call's own, never the caller's. Without a caller's context, one
+    fresh context is both (nobody else holds it)."""
+    if ctx is None:
+        own = core.Context()
+        return own, own
+    outer = core._context_arg(ctx)
+    return outer, core.Context(outer)

@@ -27,7 +27,7 @@ from ..typing import (
     Update,
     View,
 )
-from ._loop import Drained, Loop, own_context, page
+from ._loop import Drained, Loop, contexts, page
 from ._sync import sync_args
 
 _awaitable = check.awaitable
@@ -47,9 +47,8 @@ async def run(
     exception (or ``ctx``, or cancelling the awaiting task) ends it."""
     check.program_args(init, update, view, producer, consumer)
     check.optional_callable_arg("replay", replay)
-    sync_args(init=init, update=update, view=view, replay=replay)
-    outer = core._context_arg(ctx)
-    inner = own_context(outer)
+    sync_args(init, update, view, replay)
+    outer, inner = contexts(ctx)
     try:
         await Loop(init, update, view, producer, consumer, inner, replay).run()
     except Canceled as exc:
@@ -79,9 +78,8 @@ async def batch(
     check.optional_callable_arg("replay", replay)
     check.callable_arg("fetcher", fetcher)
     check.feed_arg(feed)
-    sync_args(init=init, update=update, view=view, replay=replay)
-    outer = core._context_arg(ctx)
-    inner = own_context(outer)
+    sync_args(init, update, view, replay)
+    outer, inner = contexts(ctx)
     try:
         model: Model = await _batch(
             init, update, view, producer, consumer, fetcher, outer, inner, replay, feed
@@ -113,7 +111,7 @@ async def _batch(
             await loop.feed()  # the first page, before anything else
             await loop.run()
         except Drained:
-            return loop.model  # the model the last view saw
+            return loop.program.model  # the model the last view saw
         except Canceled as exc:
             if ended_by_caller(outer, exc):
                 raise caller_error(outer) from None
@@ -123,7 +121,7 @@ async def _batch(
     try:
         await loop.run()
     except Drained:
-        return loop.model  # the model the last view saw
+        return loop.program.model  # the model the last view saw
     except BaseException as exc:
         if not (inner.done and isinstance(exc, Canceled)):
             raise  # the loop's own error wins
@@ -210,16 +208,8 @@ async def aggregate(
         replay,
         feed,
     )
-    sync_args(
-        init=init,
-        update=update,
-        view=view,
-        replay=replay,
-        hydrator=hydrator,
-        dehydrator=dehydrator,
-    )
-    outer = core._context_arg(ctx)
-    inner = own_context(outer)
+    sync_args(init, update, view, replay, hydrator, dehydrator)
+    outer, inner = contexts(ctx)
     either: Any = store  # sync or async: each reply is awaited if it is an awaitable
     try:
         versioned: Any = _aggregate._versioned(either)
@@ -230,9 +220,12 @@ async def aggregate(
                 value = await value
         else:
             reply = versioned.load_versioned(inner, key)
-            if _awaitable(reply):
-                reply = await reply
-            value, version = check.pair("store.load_versioned", reply, "(value, version)")
+            if type(reply) is tuple and len(reply) == 2:
+                value, version = reply
+            else:
+                if _awaitable(reply):
+                    reply = await reply
+                value, version = check.pair("store.load_versioned", reply, "(value, version)")
         if value is not None:
             root, references = _aggregate._hydrate(inner, hydrator, key, value)
             if references is not None:

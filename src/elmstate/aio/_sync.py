@@ -28,13 +28,23 @@ def is_async(fn: Any) -> bool:
     return call is not None and inspect.iscoroutinefunction(call)
 
 
-def sync_args(**callbacks: Any) -> None:
-    """Refuse a coroutine function given for any of ``callbacks`` (None is skipped)."""
-    for name, fn in callbacks.items():
-        if fn is not None and is_async(fn):
-            raise TypeError(
-                f"{name} must be a plain function under elmstate.aio, got the coroutine "
-                f"function {getattr(fn, '__qualname__', type(fn).__name__)!s:.100}: only "
-                "command entries and protocol methods (get, put, commit, rollback, the "
-                "fetcher, store methods) may be async"
-            )
+NAMES = ("init", "update", "view", "replay", "hydrator", "dehydrator")
+
+
+def sync_args(*callbacks: Any) -> None:
+    """Refuse a coroutine function given for any of ``callbacks`` (None is skipped),
+    in the order of ``NAMES``."""
+    for name, fn in zip(NAMES, callbacks):
+        if fn is None:
+            continue
+        if type(fn) is FunctionType and not hasattr(fn, "_is_coroutine_marker"):
+            if not fn.__code__.co_flags & _CO_COROUTINE:
+                continue  # is_async's first case, inline: every call checks these
+        elif not is_async(fn):
+            continue
+        raise TypeError(
+            f"{name} must be a plain function under elmstate.aio, got the coroutine "
+            f"function {getattr(fn, '__qualname__', type(fn).__name__)!s:.100}: only "
+            "command entries and protocol methods (get, put, commit, rollback, the "
+            "fetcher, store methods) may be async"
+        )
