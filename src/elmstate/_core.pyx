@@ -111,6 +111,12 @@ cdef extern from *:
     bint _awaitable "__pyx_elm_awaitable"(object o) noexcept
 
 
+def _is_awaitable(value):
+    """Whether ``await value`` works (its type has ``__await__``): elmstate.aio asks
+    for every value that may be one, so the compiled core answers from the slot."""
+    return _awaitable(value)
+
+
 cdef inline uint64_t _thread_number() noexcept:
     """This thread's number (see PyThreadState_GetID; never 0)."""
     return PyThreadState_GetID(PyThreadState_Get())

@@ -748,6 +748,7 @@ class Buffer(Generic[T]):
 
 _NO_FLOOR = 1 << 63  # past any index
 _EMPTY = object()  # elmstate.aio: a get without waiting found nothing to read
+_is_awaitable = check.awaitable  # the compiled core reads the type's slot
 _YIELD = object()  # elmstate.aio: a drain's time is up
 _GRACE = 0.001  # how long a due pass waits for a put or commit to run it
 

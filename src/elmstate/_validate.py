@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any
 
 
@@ -185,8 +186,10 @@ def buffer_bounds(maxsize: Any, overflow: Any) -> tuple[int, bool]:
 
 def awaitable(value: Any) -> bool:
     """Whether ``await value`` would work: its type has ``__await__`` (a coroutine,
-    a future, a task). The compiled core reads the same from the type's slot."""
-    return getattr(type(value), "__await__", None) is not None
+    a future, a task). The compiled core reads the same from the type's slot
+    (``_is_awaitable``). The ABC caches its answer per type: looking the method up
+    on a type that lacks it would build an AttributeError's message each time."""
+    return isinstance(value, Awaitable)
 
 
 def refused_awaitable(name: str, value: Any) -> TypeError:

@@ -22,7 +22,7 @@ from ._buffer import Buffer, BufferConsumer, next_message
 _EMPTY = core._EMPTY
 _YIELD = core._YIELD
 _End = core._End
-_awaitable = check.awaitable
+_awaitable = core._is_awaitable
 _clock = time.monotonic
 
 # Seconds of work between yields to the event loop: other tasks are never kept
@@ -170,7 +170,8 @@ class Loop:
                         ticking = True
                         await self.tick(message)
                     elif type(out) is _End:
-                        await self.tick(out)
+                        message = await self.past_marker(out)  # raises Drained at the end
+                        await self.tick(message)
                     else:
                         self.program._aio_put(ctx, await settle(out.results))
                         direct.commit()
@@ -279,26 +280,43 @@ class Loop:
                     await pending
                 after_end = True
             elif marker is self.fetch:
-                await self.feed()  # everything ahead of it was processed
+                pending = self.feed()  # everything ahead of it was processed
+                if pending is not None:
+                    await pending
             marker = self.get()
             if marker is not None and _awaitable(marker):
                 marker = await marker
             if type(marker) is not _End:
                 return marker
 
-    async def feed(self) -> None:
-        """feed="inline": fetch one page, put it, then the marker that says what next."""
+    def feed(self) -> Any:
+        """feed="inline": fetch one page, put it, then the marker that says what
+        next; returns None, or an awaitable when the fetcher or a put must be awaited."""
         ctx = self.ctx
         if ctx.done:  # between pages too: a fetcher that keeps saying more=True
             raise ctx.err.with_traceback(None)
         reply = self.fetcher(ctx)
         if _awaitable(reply):
-            reply = await reply
+            return self._feed_later(reply)
         messages, more = page(reply)
         marker = self.fetch if more else self.end  # before the put: a page is all or nothing
         pending = self.emit(messages)
         if pending is not None:
+            return self._emit_later(pending, marker)
+        return self.emit((marker,))
+
+    async def _feed_later(self, reply: Any) -> None:
+        messages, more = page(await reply)
+        marker = self.fetch if more else self.end
+        pending = self.emit(messages)
+        if pending is not None:
             await pending
+        pending = self.emit((marker,))
+        if pending is not None:
+            await pending
+
+    async def _emit_later(self, pending: Any, marker: Any) -> None:
+        await pending
         pending = self.emit((marker,))
         if pending is not None:
             await pending

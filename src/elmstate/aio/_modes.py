@@ -30,7 +30,7 @@ from ..typing import (
 from ._loop import Drained, Loop, contexts, page
 from ._sync import sync_args
 
-_awaitable = check.awaitable
+_awaitable = core._is_awaitable
 
 
 async def run(
@@ -108,7 +108,9 @@ async def _batch(
         loop.fetch = core._End()
         loop.fetcher = fetcher
         try:
-            await loop.feed()  # the first page, before anything else
+            pending = loop.feed()  # the first page, before anything else
+            if pending is not None:
+                await pending
             await loop.run()
         except Drained:
             return loop.program.model  # the model the last view saw
