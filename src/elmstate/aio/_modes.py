@@ -237,8 +237,11 @@ async def aggregate(
                 def init() -> tuple[Any, None]:
                     return root, None
 
+        # The batch ends its own context (its feeder task's) when it returns: a
+        # child of inner, so the dehydrator and the store still get a live one.
+        own = inner if feed == "inline" else core.Context(inner)
         model: Model = await _batch(
-            init, update, view, producer, consumer, fetcher, outer, inner, replay, feed
+            init, update, view, producer, consumer, fetcher, outer, own, replay, feed
         )
         value = _aggregate._dehydrate(dehydrator, inner, key, model)
         done = (
