@@ -179,3 +179,44 @@ def test_a_signal_handler_wakes_a_waiting_get(elm, kind, how):
     finally:
         signal.signal(signal.SIGUSR1, previous)
     assert result == ("from a signal" if how == "put" else "cancelled")
+
+
+@pytest.mark.parametrize("where", ["entry", "feeder"])
+def test_cancelled_twice_no_task_outlives_the_call(elm, kind, where):
+    # The second cancel comes while a command entry (or the batch's fetcher) is
+    # still cleaning up after the first: the mode waits for it all the same.
+    state: dict[str, str] = {}
+
+    async def slow_to_stop():
+        try:
+            await asyncio.sleep(10)
+        finally:
+            state["cleanup"] = "started"
+            await asyncio.sleep(0.05)
+            state["cleanup"] = "done"
+
+    async def fetcher(ctx):
+        await slow_to_stop()
+        return [], False
+
+    async def main():
+        buf = elm.aio.Buffer()
+        if where == "entry":
+            call = elm.aio.run(
+                lambda: (0, [slow_to_stop]), lambda m: None, lambda m: None, buf, buf.new_consumer()
+            )
+        else:
+            call = elm.aio.batch(
+                lambda: (0, None), lambda m: None, lambda m: None, buf, buf.new_consumer(), fetcher
+            )
+        task = asyncio.ensure_future(call)
+        await asyncio.sleep(0.01)
+        task.cancel()
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert state["cleanup"] == "done"
+        assert asyncio.all_tasks() == {asyncio.current_task()}
+
+    complete(kind, main())

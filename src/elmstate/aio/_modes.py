@@ -27,7 +27,7 @@ from ..typing import (
     Update,
     View,
 )
-from ._loop import Drained, Loop, contexts, page
+from ._loop import Drained, Loop, _cancel, contexts, page
 from ._sync import sync_args
 
 _awaitable = check.awaitable
@@ -133,10 +133,7 @@ async def _batch(
         raise
     finally:
         inner.cancel()
-        feeder.cancel()
-        await asyncio.wait([feeder])  # no task outlives the call
-        if not feeder.cancelled():
-            feeder.exception()
+        await _cancel([feeder])  # no task outlives the call, cancelled again or not
 
 
 async def _feed(
