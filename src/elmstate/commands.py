@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Coroutine, Generator, Iterable, Iterator
 from itertools import islice
 from typing import Any, Callable, Generic, TypeVar
 
@@ -76,13 +76,57 @@ def tag(
     return lifted
 
 
-async def _attempt_later(awaitable: Any, on_error: Callable[[Exception], Any]) -> Any:
+class _AttemptLater(Coroutine[Any, Any, Any]):
     """An async entry's awaitable, its ``Exception`` turned into ``on_error(exc)``
-    (cancellation, a BaseException, passes through)."""
-    try:
-        return await awaitable
-    except Exception as exc:
-        return on_error(exc)
+    (cancellation, a BaseException, passes through).
+
+    A coroutine of its own rather than an ``async def``: closed, or thrown into,
+    before it started (a tick that failed before awaiting it), it closes the
+    entry's awaitable too, which an ``async def`` could not: that one would be
+    left never awaited.
+    """
+
+    __slots__ = ("awaitable", "on_error", "_steps")
+
+    def __init__(self, awaitable: Any, on_error: Callable[[Exception], Any]) -> None:
+        self.awaitable = awaitable
+        self.on_error = on_error
+        self._steps: Generator[Any, Any, Any] | None = None
+
+    def _run(self) -> Generator[Any, Any, Any]:
+        try:
+            return (yield from self.awaitable.__await__())
+        except Exception as exc:
+            return self.on_error(exc)
+
+    def _unstarted(self) -> Generator[Any, Any, Any]:
+        """The steps, for a throw or a close before any send: the entry's awaitable closed."""
+        check.close_awaitables((self.awaitable,))
+        self._steps = steps = self._run()
+        return steps
+
+    def send(self, value: Any) -> Any:
+        steps = self._steps
+        if steps is None:
+            self._steps = steps = self._run()
+        return steps.send(value)
+
+    def throw(self, *args: Any) -> Any:
+        steps = self._steps
+        if steps is None:
+            steps = self._unstarted()
+        return steps.throw(*args)
+
+    def close(self) -> None:
+        steps = self._steps
+        if steps is None:
+            steps = self._unstarted()
+        steps.close()
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        if self._steps is None:
+            self._steps = self._run()
+        return self._steps
 
 
 class _Attempt:
@@ -100,7 +144,7 @@ class _Attempt:
         except Exception as exc:  # a BaseException (Ctrl-C, SystemExit) passes through
             return self.on_error(exc)
         if message is not None and check.awaitable(message):
-            return _attempt_later(message, self.on_error)  # an async entry (elmstate.aio)
+            return _AttemptLater(message, self.on_error)  # an async entry (elmstate.aio)
         return message
 
     def __repr__(self) -> str:

@@ -20,6 +20,7 @@ from .._backend import core
 from ..typing import T
 
 _EMPTY = core._EMPTY
+_current_task = asyncio.current_task
 _ATTACH = object()  # only Buffer.new_consumer makes a consumer
 
 
@@ -36,7 +37,11 @@ class _Wake:
 
     def __call__(self) -> None:
         try:
-            if threading.get_ident() == self.thread:  # a put from another task: no self-pipe
+            if threading.get_ident() == self.thread and _current_task(self.loop) is not None:
+                # A put from a task of this loop: the loop runs its callbacks before
+                # it waits again, no self-pipe needed. Anything else on this thread
+                # (a signal handler, a finaliser) may run while the loop is about to
+                # wait, or waiting, in select: only call_soon_threadsafe wakes it.
                 self.loop.call_soon(_resolve, self.future)
             else:
                 self.loop.call_soon_threadsafe(_resolve, self.future)

@@ -89,11 +89,18 @@ async def _cancel(tasks: list[asyncio.Future[Any]]) -> None:
     for task in tasks:
         task.cancel()
     pending = [task for task in tasks if not task.done()]
-    if pending:
-        await asyncio.wait(pending)
+    interrupted: asyncio.CancelledError | None = None
+    while pending:
+        try:
+            await asyncio.wait(pending)
+        except asyncio.CancelledError as exc:  # cancelled again: they still must stop first
+            interrupted = exc
+        pending = [task for task in pending if not task.done()]
     for task in tasks:
         if not task.cancelled():
             task.exception()  # retrieved: asyncio logs an error never retrieved
+    if interrupted is not None:
+        raise interrupted
 
 
 async def _yield() -> None:

@@ -27,7 +27,7 @@ from ..typing import (
     Update,
     View,
 )
-from ._loop import Drained, Loop, contexts, page
+from ._loop import Drained, Loop, _cancel, contexts, page
 from ._sync import sync_args
 
 _awaitable = core._is_awaitable
@@ -135,10 +135,7 @@ async def _batch(
         raise
     finally:
         inner.cancel()
-        feeder.cancel()
-        await asyncio.wait([feeder])  # no task outlives the call
-        if not feeder.cancelled():
-            feeder.exception()
+        await _cancel([feeder])  # no task outlives the call, cancelled again or not
 
 
 async def _feed(
@@ -239,8 +236,11 @@ async def aggregate(
                 def init() -> tuple[Any, None]:
                     return root, None
 
+        # The batch ends its own context (its feeder task's) when it returns: a
+        # child of inner, so the dehydrator and the store still get a live one.
+        own = inner if feed == "inline" else core.Context(inner)
         model: Model = await _batch(
-            init, update, view, producer, consumer, fetcher, outer, inner, replay, feed
+            init, update, view, producer, consumer, fetcher, outer, own, replay, feed
         )
         value = _aggregate._dehydrate(dehydrator, inner, key, model)
         done = (
