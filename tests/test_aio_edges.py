@@ -1,7 +1,8 @@
-"""Regressions found reviewing elmstate.aio (issue 12): aggregate's store and
-dehydrator get a live context, attempt closes an async entry's awaitable with
-its tick, and a put or a ctx.cancel() from a signal handler wakes a waiting get
-— on both cores, under asyncio's loop and uvloop."""
+"""elmstate.aio's edges, each once a bug: aggregate's store and dehydrator get a
+live context, attempt closes an async entry's awaitable with its tick, a put or
+a ctx.cancel() from a signal handler wakes a waiting get, and a task cancelled
+twice still outlives nothing it started — on both cores, under asyncio's loop
+and uvloop."""
 
 from __future__ import annotations
 
