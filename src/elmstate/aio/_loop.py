@@ -50,7 +50,7 @@ async def settle(results: list[Any]) -> list[Any]:
                 tasks.append(task)
     except BaseException:
         check.close_awaitables(results)
-        await _cancel(tasks)
+        await cancel_and_wait(tasks)
         raise
     first: asyncio.Future[asyncio.Future[Any] | None] = loop.create_future()
     left = len(tasks)
@@ -70,10 +70,10 @@ async def settle(results: list[Any]) -> list[Any]:
     try:
         failed = await first
     except BaseException:  # this task was cancelled: so are the entries
-        await _cancel(tasks)
+        await cancel_and_wait(tasks)
         raise
     if failed is not None:
-        await _cancel(tasks)
+        await cancel_and_wait(tasks)
         failed.result()  # raises its exception (CancelledError if it was cancelled)
     messages = []
     for result in results:
@@ -84,7 +84,7 @@ async def settle(results: list[Any]) -> list[Any]:
     return messages
 
 
-async def _cancel(tasks: list[asyncio.Future[Any]]) -> None:
+async def cancel_and_wait(tasks: list[asyncio.Future[Any]]) -> None:
     """Cancel ``tasks`` and wait until each has finished; their errors are retrieved."""
     for task in tasks:
         task.cancel()

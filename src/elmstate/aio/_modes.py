@@ -27,7 +27,7 @@ from ..typing import (
     Update,
     View,
 )
-from ._loop import Drained, Loop, _cancel, contexts, page
+from ._loop import Drained, Loop, cancel_and_wait, contexts, page
 from ._sync import sync_args
 
 _awaitable = core._is_awaitable
@@ -135,7 +135,7 @@ async def _batch(
         raise
     finally:
         inner.cancel()
-        await _cancel([feeder])  # no task outlives the call, cancelled again or not
+        await cancel_and_wait([feeder])  # no task outlives the call, cancelled again or not
 
 
 async def _feed(
