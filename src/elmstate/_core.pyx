@@ -107,7 +107,7 @@ cdef extern from *:
     # Seconds on a monotonic clock, with no Python call: elmstate.aio's drain
     # reads it every tick (time.monotonic would cost a call each).
     double _now "__pyx_elm_now"() noexcept nogil
-    # Whether ``await o`` works: what _validate.awaitable reads from the type's dict.
+    # Whether ``await o`` works: the slot that _validate.awaitable's ABC looks for.
     bint _awaitable "__pyx_elm_awaitable"(object o) noexcept
 
 
