@@ -120,10 +120,13 @@ class ArmedCleaner:
         return 0
 
 
-def run_example(path: Path, core: str, *args: str, cwd: Path | None = None) -> list[str]:
+def run_example(
+    path: Path, core: str, *args: str, cwd: Path | None = None, returncode: int = 0
+) -> list[str]:
     """Run an example script with ``core`` live; returns its output lines after the banner.
 
-    The banner (its first line) must name the core, and nothing may reach stderr."""
+    It must exit with ``returncode``, its banner (the first line) must name the
+    core, and nothing may reach stderr."""
     from conftest import PURE_ONLY  # tests/ is on sys.path when a test runs
 
     if core == "compiled" and PURE_ONLY:
@@ -142,7 +145,7 @@ def run_example(path: Path, core: str, *args: str, cwd: Path | None = None) -> l
         text=True,
         timeout=120,
     )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.returncode == returncode, proc.stdout + proc.stderr
     assert proc.stderr == ""
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("elmstate ")

@@ -14,9 +14,7 @@ polls and draws fit in the time varies.
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -108,25 +106,7 @@ def test_aio_poller(core: str, loop: str) -> None:
 def test_aio_poller_gives_up_at_its_timeout(core: str) -> None:
     # A feed longer than the timeout: the run ends with DeadlineExceeded, its
     # commands in flight are cancelled, and the self-check reports the failure.
-    from conftest import PURE_ONLY  # tests/ is on sys.path when a test runs
-
-    if core == "compiled" and PURE_ONLY:
-        pytest.skip("ELMSTATE_NO_EXTENSIONS is set")
-    env = dict(os.environ)
-    env.pop("ELMSTATE_NO_EXTENSIONS", None)
-    if core == "pure":
-        env["ELMSTATE_NO_EXTENSIONS"] = "1"
-    proc = subprocess.run(
-        [sys.executable, str(EXAMPLE), "--ticks", "5000", "--timeout", "0.5"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert proc.stderr == ""
-    lines = proc.stdout.splitlines()
-    assert lines[0].endswith(f", core: {core}")
+    lines = run_example(EXAMPLE, core, "--ticks", "5000", "--timeout", "0.5", returncode=1)
     assert lines[-1] == "failed: the feed was not followed to its end within 0.5 s"
 
 

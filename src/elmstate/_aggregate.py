@@ -139,32 +139,15 @@ def _checks(
         and type(feed) is str
         and (feed == "inline" or feed == "thread")
     ):
-        _check_args(
-            init, update, view, producer, consumer, fetcher, store, hydrator, dehydrator, key
-        )
+        # one by one: the first that fails raises, naming its argument
+        check.program_args(init, update, view, producer, consumer)
+        check.callable_arg("fetcher", fetcher)
+        check.store_arg(store)
+        check.callable_arg("hydrator", hydrator)
+        check.callable_arg("dehydrator", dehydrator)
+        check.key_arg("key", key)
         check.optional_callable_arg("replay", replay)
         check.feed_arg(feed)
-
-
-def _check_args(
-    init: Any,
-    update: Any,
-    view: Any,
-    producer: Any,
-    consumer: Any,
-    fetcher: Any,
-    store: Any,
-    hydrator: Any,
-    dehydrator: Any,
-    key: Any,
-) -> None:
-    """The checks, one by one: the first that fails raises, naming its argument."""
-    check.program_args(init, update, view, producer, consumer)
-    check.callable_arg("fetcher", fetcher)
-    check.store_arg(store)
-    check.callable_arg("hydrator", hydrator)
-    check.callable_arg("dehydrator", dehydrator)
-    check.key_arg("key", key)
 
 
 def _versioned(store: Store) -> VersionedStore | None:
